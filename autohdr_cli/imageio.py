@@ -1,0 +1,478 @@
+"""Reading and writing photos: JPEG, PNG, TIFF and WebP, 8- and 16-bit, with their metadata.
+
+A photo is decoded into a :class:`Photo`: the colour pixels as an ``H x W x 3`` array in the file's own
+sample type (uint8, uint16 or float32), the alpha channel apart and untouched, the ICC profile and the
+EXIF block (orientation already applied to the pixels and reset to 1 in the EXIF). Models work on
+float32 in [0, 1]; :meth:`Photo.to_float` and :func:`quantize` convert both ways.
+
+Writes are atomic: the file is written under a temporary name in the target folder and renamed into
+place, so a crash or Ctrl-C never leaves a half-written photo behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import uuid
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms
+
+# Real-estate panoramas pass 100 MP; Pillow's default bomb limit (179 MP) would refuse them.
+Image.MAX_IMAGE_PIXELS = 400_000_000
+
+#: File name extensions we read, mapped to the format name used everywhere else.
+EXTENSIONS = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".webp": "webp",
+}
+#: The extension written for each output format.
+FORMAT_EXTENSION = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp"}
+#: Marker in the names of temporary files, so listings can skip them.
+TEMP_MARKER = ".autohdr-tmp-"
+
+_ORIENTATION_TAG = 0x0112
+_ICC_TIFF_TAG = 34675
+
+
+class PhotoError(Exception):
+    """A photo could not be read or written; the message says why in a few words."""
+
+
+@dataclass
+class Photo:
+    """A decoded photo.
+
+    ``pixels`` is ``H x W x 3`` in the file's sample type (uint8, uint16 or float32 in [0, 1]);
+    ``alpha`` is ``H x W`` in the same type, or None; ``icc`` and ``exif`` are raw bytes or None.
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+    source_format: str = ""
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return self.pixels.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return self.pixels.shape[1]
+
+    @property
+    def megapixels(self) -> float:
+        """Pixel count in millions."""
+        return self.height * self.width / 1e6
+
+    @property
+    def bit_depth(self) -> int:
+        """8, 16 or 32 (float), from the sample type, never from the values."""
+        return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(self.pixels.dtype, 32)
+
+    def to_float(self) -> np.ndarray:
+        """The colour pixels as float32 ``3 x H x W`` in [0, 1]."""
+        return to_float(self.pixels).transpose(2, 0, 1)
+
+    def with_pixels(self, pixels: np.ndarray) -> "Photo":
+        """A copy of this photo's metadata and alpha with other colour pixels."""
+        return replace(self, pixels=pixels)
+
+
+def to_float(array: np.ndarray) -> np.ndarray:
+    """Convert uint8/uint16/float samples to float32 in [0, 1] (scaled by the type's maximum)."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) * np.float32(1 / 255)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) * np.float32(1 / 65535)
+    return np.clip(array.astype(np.float32, copy=False), 0.0, 1.0)
+
+
+def quantize(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round float values in [0, 1] to ``dtype`` (uint8, uint16; float32 is clipped only)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return np.clip(array, 0.0, 1.0).astype(np.float32, copy=False)
+    top = 255.0 if dtype == np.uint8 else 65535.0
+    out = np.clip(array, 0.0, 1.0) * np.float32(top)
+    out += np.float32(0.5)
+    return out.astype(dtype)
+
+
+def format_of(path: str | os.PathLike) -> str | None:
+    """The format name for a path's extension, or None when it is not a photo we read."""
+    return EXTENSIONS.get(Path(path).suffix.lower())
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def read_photo(path: str | os.PathLike) -> Photo:
+    """Decode a photo file into a :class:`Photo`; raises :class:`PhotoError` with a short reason."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except IsADirectoryError:
+        raise PhotoError("is a folder, not a photo") from None
+    except PermissionError:
+        raise PhotoError("permission denied") from None
+    except FileNotFoundError:
+        raise PhotoError("no such file") from None
+    except OSError as e:
+        raise PhotoError(f"cannot read: {e.strerror or e}") from None
+    if not head:
+        raise PhotoError("empty file (0 bytes)")
+    kind = _sniff(head)
+    if kind is None:
+        raise PhotoError("not a JPEG, PNG, TIFF or WebP image")
+    try:
+        if kind == "tiff":
+            photo = _read_tiff(path)
+        elif kind == "png" and len(head) >= 25 and head[24] == 16:
+            photo = _read_png16(path)
+        else:
+            photo = _read_pillow(path)
+    except PhotoError:
+        raise
+    except MemoryError:
+        raise PhotoError("too large to decode in the memory available") from None
+    except Image.DecompressionBombError:
+        raise PhotoError("too many pixels (over 400 MP)") from None
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, KeyError) as e:
+        raise PhotoError(_decode_reason(e)) from None
+    except Exception as e:  # noqa: BLE001 - codecs raise their own types; all mean "damaged"
+        raise PhotoError(_decode_reason(e)) from None
+    photo.source_format = kind
+    return photo
+
+
+def _decode_reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "truncated" in text.lower() or isinstance(error, EOFError):
+        return f"truncated or damaged image ({text})"
+    return f"damaged or unsupported image ({text})"
+
+
+def _orientation_from_exif(exif: bytes | None) -> int:
+    if not exif:
+        return 1
+    try:
+        value = Image.Exif()
+        value.load(exif)
+        orientation = int(value.get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block must not lose the photo
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an ``H x W [x C]`` array, as a viewer would show it."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(array, -1)
+    if orientation == 7:
+        return np.rot90(array, 1)[::-1]
+    if orientation == 8:
+        return np.rot90(array, 1)
+    return array
+
+
+def reset_orientation(exif: bytes) -> bytes:
+    """Return the EXIF block with its orientation tag set to 1, every other byte kept as it was."""
+    start = 6 if exif.startswith(b"Exif\x00\x00") else 0
+    tiff = exif[start:]
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return exif
+    order = "<" if tiff[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for i in range(count):
+            entry = ifd + 2 + 12 * i
+            tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+            if tag == _ORIENTATION_TAG and kind == 3:
+                patched = bytearray(exif)
+                struct.pack_into(order + "H", patched, start + entry + 8, 1)
+                return bytes(patched)
+    except struct.error:
+        return exif
+    return exif
+
+
+def _split_alpha(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split ``H x W [x C]`` samples into RGB and alpha (gray is repeated to RGB)."""
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2), None
+    channels = array.shape[2]
+    if channels == 1:
+        return np.repeat(array, 3, axis=2), None
+    if channels == 2:
+        return np.repeat(array[:, :, :1], 3, axis=2), np.ascontiguousarray(array[:, :, 1])
+    if channels == 3:
+        return array, None
+    return array[:, :, :3], np.ascontiguousarray(array[:, :, 3])
+
+
+def _finish(array: np.ndarray, orientation: int, icc: bytes | None, exif: bytes | None) -> Photo:
+    rgb, alpha = _split_alpha(orient(array, orientation))
+    if alpha is not None:
+        alpha = np.ascontiguousarray(alpha)
+    if exif:
+        exif = reset_orientation(exif)
+    return Photo(np.ascontiguousarray(rgb), alpha, icc or None, exif or None)
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """CMYK to sRGB through the embedded profile when there is one, else by the naive formula."""
+    icc = image.info.get("icc_profile")
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError):
+            pass
+    return image.convert("RGB")
+
+
+def _read_pillow(path: Path) -> Photo:
+    with Image.open(path) as image:
+        image.load()
+        exif = image.info.get("exif")
+        icc = image.info.get("icc_profile")
+        orientation = _orientation_from_exif(exif)
+        mode = image.mode
+        if mode == "CMYK":
+            image = _cmyk_to_rgb(image)
+            icc = None  # the pixels are sRGB now; a CMYK profile would describe them wrongly
+        elif mode == "P" or mode == "PA":
+            image = image.convert("RGBA" if ("transparency" in image.info or mode == "PA") else "RGB")
+        elif mode in ("1", "YCbCr", "RGBX", "LAB", "HSV"):
+            image = image.convert("RGB")
+        elif mode == "La":
+            image = image.convert("LA")
+        elif mode == "RGBa":
+            image = image.convert("RGBA")
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            array = np.asarray(image).astype(np.uint16)
+        elif image.mode == "I":
+            array = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+        elif image.mode == "F":
+            array = np.asarray(image, dtype=np.float32)
+        elif image.mode in ("L", "LA", "RGB", "RGBA"):
+            array = np.asarray(image)
+        else:
+            raise PhotoError(f"unsupported colour mode {image.mode}")
+    return _finish(array, orientation, icc, exif)
+
+
+def _read_png16(path: Path) -> Photo:
+    import imagecodecs
+
+    data = path.read_bytes()
+    array = imagecodecs.png_decode(data)
+    with Image.open(io.BytesIO(data)) as header:  # metadata only; Pillow would cut the samples to 8 bits
+        exif = header.info.get("exif")
+        icc = header.info.get("icc_profile")
+    if array.dtype != np.uint16:
+        array = array.astype(np.uint16)
+    return _finish(array, _orientation_from_exif(exif), icc, exif)
+
+
+def _read_tiff(path: Path) -> Photo:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.pages:
+            raise PhotoError("TIFF file has no image")
+        page = tif.pages[0]
+        array = page.asarray()
+        photometric = int(page.photometric)
+        tags = page.tags
+        icc = tags[_ICC_TIFF_TAG].value if _ICC_TIFF_TAG in tags else None
+        orientation_tag = tags.get("Orientation")
+        orientation = int(orientation_tag.value) if orientation_tag is not None else 1
+        colormap = page.colormap if photometric == 3 else None
+        planar_separate = int(page.planarconfig) == 2
+    if isinstance(icc, (bytes, bytearray)):
+        icc = bytes(icc)
+    else:
+        icc = None
+    if array.ndim == 3 and planar_separate and array.shape[0] <= 4 < array.shape[2]:
+        array = np.moveaxis(array, 0, 2)
+    if array.ndim == 4 or array.ndim > 3 or array.ndim < 2:
+        raise PhotoError(f"unsupported TIFF layout (shape {array.shape})")
+    if photometric == 3 and colormap is not None:  # palette: the colormap is 16-bit RGB
+        array = np.ascontiguousarray(np.moveaxis(colormap, 0, 1)[array])
+    elif photometric == 0:  # min-is-white
+        top = np.iinfo(array.dtype).max if array.dtype.kind == "u" else 1.0
+        array = top - array
+    elif photometric == 5:  # CMYK (naive: TIFF profiles are rare in real-estate work)
+        ink = to_float(array)
+        k = 1.0 - ink[:, :, 3:4]
+        rgb = (1.0 - ink[:, :, :3]) * k
+        array = quantize(rgb, array.dtype) if array.dtype.kind == "u" else rgb
+        icc = None
+    elif photometric not in (1, 2):
+        raise PhotoError(f"unsupported TIFF colour space (photometric {photometric})")
+    if array.dtype in (np.float16, np.float64):
+        array = array.astype(np.float32)
+    if array.dtype not in (np.uint8, np.uint16, np.float32):
+        raise PhotoError(f"unsupported TIFF sample type {array.dtype}")
+    if array.ndim == 3 and array.shape[2] > 4:
+        raise PhotoError(f"unsupported TIFF with {array.shape[2]} channels")
+    return _finish(array, orientation if 1 <= orientation <= 8 else 1, icc, None)
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def output_dtype(photo: Photo, fmt: str) -> np.dtype:
+    """The sample type written for ``photo`` in format ``fmt``: its own where the format can hold it."""
+    dtype = photo.pixels.dtype
+    if fmt in ("jpeg", "webp"):
+        return np.dtype(np.uint8)
+    if fmt == "png" and dtype == np.float32:
+        return np.dtype(np.uint16)
+    return np.dtype(dtype)
+
+
+def _convert_samples(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if array.dtype == dtype:
+        return array
+    return quantize(to_float(array), dtype)
+
+
+def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: bool = False) -> bytes:
+    """Encode a photo into the bytes of a ``fmt`` file (jpeg, png, tiff, webp)."""
+    dtype = output_dtype(photo, fmt)
+    rgb = _convert_samples(photo.pixels, dtype)
+    alpha = None if (photo.alpha is None or fmt == "jpeg") else _convert_samples(photo.alpha, dtype)
+    samples = np.ascontiguousarray(rgb if alpha is None else np.dstack([rgb, alpha]))
+    icc = None if strip_metadata else photo.icc
+    exif = None if strip_metadata else photo.exif
+    buffer = io.BytesIO()
+    if fmt == "tiff":
+        import tifffile
+
+        extratags = [(_ICC_TIFF_TAG, 7, len(icc), icc, True)] if icc else []
+        tifffile.imwrite(
+            buffer,
+            samples,
+            photometric="rgb",
+            extrasamples=("unassalpha",) if alpha is not None else None,
+            compression="zlib",
+            compressionargs={"level": 3},
+            extratags=extratags,
+            metadata=None,
+        )
+        return buffer.getvalue()
+    if fmt == "png" and dtype == np.uint16:
+        import imagecodecs
+
+        data = imagecodecs.png_encode(samples, level=3)
+        return _png_add_metadata(data, icc, exif)
+    image = Image.fromarray(samples, "RGBA" if alpha is not None else "RGB")
+    options: dict = {}
+    if icc:
+        options["icc_profile"] = icc
+    if exif:
+        options["exif"] = exif
+    if fmt == "jpeg":
+        image.save(buffer, "JPEG", quality=quality, subsampling=0, **options)
+    elif fmt == "webp":
+        image.save(buffer, "WEBP", quality=quality, method=4, **options)
+    elif fmt == "png":
+        image.save(buffer, "PNG", compress_level=3, **options)
+    else:
+        raise PhotoError(f"unknown output format {fmt!r}")
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_add_metadata(data: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP and eXIf chunks right after IHDR (both must precede the image data)."""
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    if not extra:
+        return data
+    ihdr_end = 8 + 4 + 4 + 13 + 4
+    return data[:ihdr_end] + extra + data[ihdr_end:]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    temporary = path.with_name(f"{TEMP_MARKER}{uuid.uuid4().hex[:12]}-{path.name}")
+    try:
+        with open(temporary, "xb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_photo(
+    path: str | os.PathLike,
+    photo: Photo,
+    *,
+    fmt: str | None = None,
+    quality: int = 95,
+    strip_metadata: bool = False,
+) -> None:
+    """Encode ``photo`` and write it atomically to ``path`` (format from ``fmt`` or the extension)."""
+    fmt = fmt or format_of(path)
+    if fmt is None:
+        raise PhotoError(f"cannot tell the output format from {Path(path).name!r}")
+    try:
+        data = encode_photo(photo, fmt, quality=quality, strip_metadata=strip_metadata)
+    except PhotoError:
+        raise
+    except (OSError, ValueError) as e:
+        raise PhotoError(f"cannot encode as {fmt}: {e}") from None
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise PhotoError(f"cannot write: {e.strerror or e}") from None
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a photo's colour pixels as float32 ``3 x H x W`` in [0, 1] (for training and scoring)."""
+    return read_photo(path).to_float()

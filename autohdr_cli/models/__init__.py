@@ -1,0 +1,52 @@
+"""The model registry: a plain dict from the name stored in checkpoints to the model class.
+
+Every model class takes one config dataclass (``config_class``) and keeps it as ``model.config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from torch import nn
+
+from .lut import StaticLUT
+
+MODELS: dict[str, type[nn.Module]] = {
+    "cube": StaticLUT,
+}
+
+
+def _coerce(value, annotation):
+    """Turn JSON values back into the dataclass field's type (lists into tuples)."""
+    origin = typing.get_origin(annotation)
+    if isinstance(value, list) and (origin is tuple or annotation is tuple or "tuple" in str(annotation)):
+        return tuple(value)
+    return value
+
+
+def make_config(name: str, values: dict | None = None):
+    """Build model ``name``'s config dataclass from a dict, refusing unknown keys."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    config_class = MODELS[name].config_class
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config key(s) for model {name!r}: {', '.join(unknown)}")
+    hints = typing.get_type_hints(config_class)
+    return config_class(**{k: _coerce(v, hints.get(k)) for k, v in values.items()})
+
+
+def build(name: str, config: dict | None = None) -> nn.Module:
+    """Construct model ``name`` from a config dict (or its defaults)."""
+    return MODELS[name](make_config(name, config))
+
+
+def name_of(model: nn.Module) -> str:
+    """The registry name of a model instance."""
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return name
+    raise KeyError(f"{type(model).__name__} is not a registered model")

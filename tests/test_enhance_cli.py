@@ -1,0 +1,215 @@
+"""`autohdr enhance` on real files: bad inputs, resume, overwrite, shards, dry runs, reports, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from autohdr_cli.checkpoint import save_checkpoint
+from autohdr_cli.cube import read_cube
+from autohdr_cli.imageio import TEMP_MARKER
+from autohdr_cli.models.lut import StaticLUT
+
+from conftest import file_hashes, gradient, save_rgb
+
+
+def _mixed_folder(root: Path) -> Path:
+    """Good photos in nested folders, and every kind of bad file."""
+    folder = root / "in"
+    save_rgb(folder / "a.jpg", gradient(seed=1), quality=90)
+    save_rgb(folder / "b.png", gradient(seed=2))
+    save_rgb(folder / "sub" / "deeper" / "c.webp", gradient(seed=3))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.png").write_text("this is not a png")
+    buffer = io.BytesIO()
+    Image.fromarray(gradient(64, 64)).save(buffer, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[:300])
+    (folder / "notes.txt").write_text("ignored silently")
+    os.symlink(folder / "missing-target.jpg", folder / "dangling.jpg")  # unreadable: the file is gone
+    return folder
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_bad_files_fail_alone_and_the_batch_goes_on(tmp_path, run, look):
+    source = _mixed_folder(tmp_path)
+    before = file_hashes(source)
+    result = run("enhance", source, tmp_path / "out", "--lut", look, "--report", tmp_path / "r.jsonl")
+    assert result.exit_code == 1
+    assert _outputs(tmp_path / "out") == ["a.jpg", "b.png", "sub/deeper/c.webp"]
+    lines = [line for line in result.stderr.splitlines() if ": " in line and not line.startswith("done")]
+    reasons = {Path(line.split(": ", 1)[0]).name: line.split(": ", 1)[1] for line in lines}
+    assert reasons["empty.jpg"].startswith("empty file")
+    assert reasons["text.png"].startswith("not a JPEG, PNG, TIFF or WebP image")
+    assert "truncated" in reasons["truncated.jpg"]
+    assert reasons["dangling.jpg"] == "no such file"
+    assert "notes.txt" not in result.stderr
+    assert "done 3, skipped 0, failed 4" in result.stderr
+    assert file_hashes(source) == before  # inputs untouched
+    assert not [p for p in tmp_path.rglob(f"*{TEMP_MARKER}*")]  # no temporary files left
+
+
+def test_report_has_one_record_per_photo(tmp_path, run, look):
+    source = _mixed_folder(tmp_path)
+    run("enhance", source, tmp_path / "out", "--lut", look, "-q", "--report", tmp_path / "r.jsonl")
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(records) == 7
+    assert set(records[0]) == {"input", "output", "status", "seconds", "megapixels", "error"}
+    done = [r for r in records if r["status"] == "done"]
+    assert len(done) == 3 and all(r["megapixels"] == round(16 * 24 / 1e6, 3) and r["seconds"] > 0 for r in done)
+    assert {Path(r["input"]).name for r in records if r["status"] == "failed"} == {
+        "empty.jpg", "text.png", "truncated.jpg", "dangling.jpg"
+    }
+    run("enhance", source, tmp_path / "out", "--lut", look, "-q", "--report", tmp_path / "r.csv")
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 7 and sum(r["status"] == "skipped" for r in rows) == 3
+
+
+def test_all_good_exits_0_and_output_is_the_look(tmp_path, run, look):
+    pixels = gradient()
+    save_rgb(tmp_path / "in" / "p.png", pixels)
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look)
+    assert result.exit_code == 0
+    assert "done 1, skipped 0, failed 0" in result.stderr
+    out = np.asarray(Image.open(tmp_path / "out" / "p.png")).astype(int)
+    model = StaticLUT.from_cube(read_cube(look))
+    import torch
+
+    expected = model(torch.from_numpy(pixels / 255.0).float().permute(2, 0, 1)[None])[0]
+    expected = np.round(expected.detach().permute(1, 2, 0).numpy() * 255)
+    assert np.abs(out - expected).max() <= 1
+
+
+def test_resume_skips_existing_and_overwrite_replaces(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "a.png")
+    save_rgb(tmp_path / "in" / "b.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"previous result")
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look)
+    assert result.exit_code == 0 and "done 1, skipped 1, failed 0" in result.stderr
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"previous result"
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--overwrite")
+    assert result.exit_code == 0 and "done 2, skipped 0" in result.stderr
+    assert Image.open(tmp_path / "out" / "a.png").size == (24, 16)
+
+
+def test_shards_split_the_folder_without_overlap(tmp_path, run, look):
+    for i in range(12):
+        save_rgb(tmp_path / "in" / f"p{i:02d}.png", gradient(seed=i))
+    seen = []
+    for k in (1, 2, 3):
+        out = tmp_path / f"out{k}"
+        assert run("enhance", tmp_path / "in", out, "--lut", look, "-q", "--shard", f"{k}/3").exit_code == 0
+        seen.append(set(_outputs(out)) if out.exists() else set())
+    assert set().union(*seen) == {f"p{i:02d}.png" for i in range(12)}
+    assert sum(len(s) for s in seen) == 12
+    assert max(len(s) for s in seen) < 12  # really split
+    # The same shard picks the same files every time.
+    run("enhance", tmp_path / "in", tmp_path / "again", "--lut", look, "-q", "--shard", "2/3")
+    assert set(_outputs(tmp_path / "again")) == seen[1] if seen[1] else not (tmp_path / "again").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "a.png")
+    save_rgb(tmp_path / "in" / "sub" / "b.jpg")
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--dry-run", "--format", "webp")
+    assert result.exit_code == 0
+    assert f"{tmp_path / 'in' / 'a.png'} -> {tmp_path / 'out' / 'a.webp'}" in result.stdout
+    assert f"{tmp_path / 'in' / 'sub' / 'b.jpg'} -> {tmp_path / 'out' / 'sub' / 'b.webp'}" in result.stdout
+    assert "planned 2" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_format_and_suffix_and_name_collisions(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "x.png")
+    save_rgb(tmp_path / "in" / "x.jpg")
+    save_rgb(tmp_path / "in" / "y.tif")
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--format", "jpg", "--suffix", "_hdr")
+    assert result.exit_code == 1
+    assert _outputs(tmp_path / "out") == ["x_hdr.jpg", "y_hdr.jpg"]
+    assert "x.png: its output x_hdr.jpg is also the output of" in result.stderr
+
+
+def test_usage_errors_exit_2(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "a.png")
+    cases = [
+        ("enhance", tmp_path / "in", tmp_path / "in" / "out", "--lut", look),  # output inside input
+        ("enhance", tmp_path / "in", tmp_path, "--lut", look),  # output contains input
+        ("enhance", tmp_path / "missing", tmp_path / "out", "--lut", look),
+        ("enhance", tmp_path / "in", tmp_path / "out"),  # no model yet
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", tmp_path / "nope.cube"),
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--shard", "4/3"),
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--format", "gif"),
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--report", tmp_path / "r.txt"),
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--device", "cuda:7"),
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--weights", look),
+    ]
+    env_weights = os.environ.get("AUTOHDR_WEIGHTS")
+    for args in cases:
+        if args == ("enhance", tmp_path / "in", tmp_path / "out") and env_weights is None:
+            from autohdr_cli.checkpoint import default_weights_path
+
+            if default_weights_path("lut").exists():
+                continue  # a default model ships: this is no longer an error
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("autohdr: error: "), (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+    assert run("enhance", tmp_path / "in").exit_code == 2  # missing argument (Typer's usage error)
+
+
+def test_weights_checkpoint_gives_the_same_result_as_the_cube(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "p.png")
+    weights = tmp_path / "look.safetensors"
+    save_checkpoint(weights, StaticLUT.from_cube(read_cube(look)))
+    assert run("enhance", tmp_path / "in", tmp_path / "a", "--lut", look, "-q").exit_code == 0
+    assert run("enhance", tmp_path / "in", tmp_path / "b", "--weights", weights, "-q").exit_code == 0
+    assert (tmp_path / "a" / "p.png").read_bytes() == (tmp_path / "b" / "p.png").read_bytes()
+
+
+def test_strength_zero_keeps_the_pixels(tmp_path, run, look):
+    pixels = gradient()
+    save_rgb(tmp_path / "in" / "p.png", pixels)
+    assert run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "-q", "--strength", "0").exit_code == 0
+    assert (np.asarray(Image.open(tmp_path / "out" / "p.png")) == pixels).all()
+
+
+def test_single_file_input(tmp_path, run, look):
+    save_rgb(tmp_path / "one.jpg")
+    assert run("enhance", tmp_path / "one.jpg", tmp_path / "out", "--lut", look, "-q").exit_code == 0
+    assert _outputs(tmp_path / "out") == ["one.jpg"]
+
+
+def test_ctrl_c_keeps_finished_files_and_leaves_no_temporaries(tmp_path, look):
+    for i in range(40):
+        save_rgb(tmp_path / "in" / f"p{i:02d}.png", np.tile(gradient(seed=i), (20, 20, 1)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "autohdr_cli", "enhance", str(tmp_path / "in"), str(tmp_path / "out"),
+         "--lut", str(look), "--workers", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    import signal
+    import time
+
+    deadline = time.time() + 60
+    while time.time() < deadline and not ((tmp_path / "out").exists() and any((tmp_path / "out").iterdir())):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    written = [p for p in (tmp_path / "out").iterdir()]
+    assert written and all(TEMP_MARKER not in p.name for p in written)
+    for path in written:
+        Image.open(path).load()  # every file left is a whole photo
