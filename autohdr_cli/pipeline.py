@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from .imageio import FORMAT_EXTENSION, TEMP_MARKER, Photo, PhotoError, format_of, quantize, read_photo, to_float, write_photo
-from .models.lut import PILLOW_MAX_SIZE, apply_lut, apply_lut_uint8, blend_lut, make_thumbnail
+from .fastlut import apply_table, expand_lut
+from .models.lut import apply_lut, blend_lut, make_thumbnail
 
 
 def is_global(model: nn.Module) -> bool:
@@ -318,8 +319,9 @@ class Enhancer:
     """Runs one model over photos: the per-photo steps the folder pipeline spreads over threads.
 
     Global (LUT) models: the decode thread also makes the thumbnail, the model thread predicts a LUT
-    (milliseconds), and the encode thread applies it at full size, with Pillow for 8-bit photos on
-    the CPU (which releases the GIL, so threads scale). Other models run on the model thread.
+    (milliseconds), and the encode thread applies it at full size: for 8-bit photos on the CPU through
+    a table of all 256³ colours (:mod:`autohdr_cli.fastlut`), which runs without the GIL, so threads
+    scale. Other models run on the model thread.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, strength: float = 1.0):
@@ -328,6 +330,9 @@ class Enhancer:
         self.strength = strength
         self.global_model = is_global(model)
         self.thumbnail_size = getattr(model, "thumbnail_size", 0) if self.global_model else 0
+        self._shared_lut: torch.Tensor | None = None
+        self._shared_table: torch.Tensor | None = None
+        self._table_lock = threading.Lock()
         config = getattr(model, "config", None)
         self.custom_domain = bool(
             config is not None
@@ -364,8 +369,12 @@ class Enhancer:
         photo = decoded.photo
         with torch.inference_mode():
             if self.global_model:
-                images = decoded.thumbnail if decoded.thumbnail is not None else torch.zeros(1, 3, 1, 1)
-                lut = blend_lut(self.model.predict_lut(images.to(self.device)), self.strength)[0]
+                if self.thumbnail_size == 0:  # the same LUT for every photo: predict and expand it once
+                    if self._shared_lut is None:
+                        self._shared_lut = self._predict(torch.zeros(1, 3, 1, 1))
+                    lut = self._shared_lut
+                else:
+                    lut = self._predict(decoded.thumbnail)
                 return lambda: photo.with_pixels(self._apply_lut(photo, lut))
             images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
             result = self.model(images)
@@ -374,15 +383,21 @@ class Enhancer:
             pixels = result[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
         return lambda: photo.with_pixels(quantize(pixels, photo.pixels.dtype))
 
+    def _predict(self, thumbnail: torch.Tensor) -> torch.Tensor:
+        return blend_lut(self.model.predict_lut(thumbnail.to(self.device)), self.strength)[0]
+
+    def _table_for(self, lut: torch.Tensor) -> torch.Tensor:
+        if lut is self._shared_lut:
+            with self._table_lock:  # encode threads share one expansion of the shared LUT
+                if self._shared_table is None:
+                    self._shared_table = expand_lut(lut)
+                return self._shared_table
+        return expand_lut(lut)
+
     def _apply_lut(self, photo: Photo, lut: torch.Tensor) -> np.ndarray:
         pixels = photo.pixels
-        if (
-            pixels.dtype == np.uint8
-            and self.device.type == "cpu"
-            and lut.shape[-1] <= PILLOW_MAX_SIZE
-            and not self.custom_domain
-        ):
-            return apply_lut_uint8(pixels, lut.cpu())
+        if pixels.dtype == np.uint8 and self.device.type == "cpu" and not self.custom_domain:
+            return apply_table(pixels, self._table_for(lut))
         images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
         with torch.inference_mode():
             normalize = getattr(self.model, "normalize_input", None)
@@ -495,7 +510,7 @@ def _run_jobs(enhancer: Enhancer, jobs: Iterator[Job], options: EnhanceOptions, 
             record(FileResult(str(job.source), str(job.output), "failed", error=_reason(error)))
             return
         encoding.append((job, encode_pool.submit(finish, job, decoded, render)))
-        while len(encoding) > workers + 1:
+        while len(encoding) > workers:  # bounded: memory stays flat on a folder of any size
             collect_encoded()
 
     decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="autohdr-decode")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from autohdr_cli.cube import CubeLUT, write_cube
+from autohdr_cli.fastlut import apply_table, expand_lut
 from autohdr_cli.imageio import read_photo
 from autohdr_cli.models.lut import StaticLUT, apply_lut, apply_lut_uint8, identity_lut, table_to_lut
 
@@ -86,3 +87,20 @@ def test_enhance_agrees_with_ffmpeg_lut3d(tmp_path, run):
     ours = read_photo(tmp_path / "out" / "p.png").pixels.astype(int)
     theirs = read_photo(ffmpeg_out).pixels.astype(int)
     assert np.abs(ours - theirs).max() <= 1
+
+
+@pytest.mark.parametrize("size", [2, 17, 33, 65])
+def test_expanded_table_agrees_with_pillow_and_torch_within_one_level(size):
+    rng = np.random.default_rng(size)
+    pixels = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    pixels[0, :8] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3], [254, 128, 0], [7, 7, 7]]
+    table = _random_table(size, seed=size)
+    fast = apply_table(pixels, expand_lut(table_to_lut(table))).astype(int)
+    pillow = np.asarray(Image.fromarray(pixels).filter(ImageFilter.Color3DLUT(size, table.reshape(-1)))).astype(int)
+    assert np.abs(fast - pillow).max() <= 1
+    assert np.abs(fast - _torch_lookup_uint8(pixels, table).astype(int)).max() <= 1
+
+
+def test_expanded_identity_is_exact():
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    assert (apply_table(pixels, expand_lut(identity_lut(9))) == pixels).all()

@@ -1,0 +1,143 @@
+"""Throughput of ``autohdr enhance --lut`` on large real photos, against plain Pillow loops.
+
+Usage (``../data`` built by ``../shared/data/make_pairs.sh``):
+
+    python benchmarks/bench_enhance.py ../data/photos --count 10 --megapixels 20
+
+It makes a folder of large JPEGs from the development photos (upscaled to about ``--megapixels``),
+then times, in one run and on the same files:
+
+1. ``autohdr enhance IN OUT --lut LOOK`` as a user runs it (a subprocess; its start-up included),
+2. a plain Python loop: Pillow decode + ``ImageFilter.Color3DLUT`` + save (JPEG q95 4:4:4),
+3. the I/O floor: Pillow decode + save alone, single-threaded and in as many threads as autohdr uses.
+
+It prints photos per second for each and the ratios, plus autohdr's peak memory (max RSS).
+Absolute times drift on shared machines; the ratios measured in one run are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOK = ROOT / "samples" / "looks" / "realestate.cube"
+
+
+def make_large_photos(source: Path, folder: Path, count: int, megapixels: float) -> list[Path]:
+    """Write ``count`` JPEGs of about ``megapixels`` each, made from the real photos in ``source``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    originals = sorted(p for p in source.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    made = []
+    for index in range(count):
+        original = originals[index % len(originals)]
+        target = folder / f"{index:03d}_{original.stem}.jpg"
+        if not target.exists():
+            image = Image.open(original).convert("RGB")
+            scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+            image.save(target, quality=92, subsampling=0)
+        made.append(target)
+    return made
+
+
+def read_cube_table(path: Path) -> tuple[int, list[float]]:
+    """The size and flat table of a ``.cube`` file, for Pillow's Color3DLUT."""
+    from autohdr_cli.cube import read_cube
+
+    cube = read_cube(path)
+    return cube.size, cube.table.reshape(-1).tolist()
+
+
+def pillow_loop(photos: list[Path], out: Path, lut: ImageFilter.Color3DLUT | None) -> float:
+    """Decode, optionally apply the LUT, and save each photo in turn; returns seconds."""
+    started = time.perf_counter()
+    for photo in photos:
+        _decode_filter_save(photo, out, lut)
+    return time.perf_counter() - started
+
+
+def _decode_filter_save(photo: Path, out: Path, lut: ImageFilter.Color3DLUT | None) -> None:
+    image = Image.open(photo)
+    image.load()
+    if lut is not None:
+        image = image.filter(lut)
+    image.save(out / photo.name, quality=95, subsampling=0)
+
+
+def pillow_threads(photos: list[Path], out: Path, lut, threads: int) -> float:
+    """The same work spread over ``threads`` threads; returns seconds."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda p: _decode_filter_save(p, out, lut), photos))
+    return time.perf_counter() - started
+
+
+def run_autohdr(folder: Path, out: Path, workers: int) -> tuple[float, float, str]:
+    """Run the CLI as a user would; returns (seconds, peak RSS in MB, its summary line)."""
+    command = [sys.executable, "-m", "autohdr_cli", "enhance", str(folder), str(out), "--lut", str(LOOK),
+               "--workers", str(workers)]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    _pid, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    stderr = process.stderr.read()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"autohdr failed ({process.returncode}): {stderr}")
+    return seconds, usage.ru_maxrss / 1024, stderr.strip().splitlines()[-1]
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photos", type=Path, help="folder of real photos (e.g. ../data/photos)")
+    parser.add_argument("--count", type=int, default=10)
+    parser.add_argument("--megapixels", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "autohdr-bench")
+    args = parser.parse_args()
+
+    photos = make_large_photos(args.photos, args.work / f"in-{args.megapixels:g}mp", args.count, args.megapixels)
+    total_mp = sum(np.prod(Image.open(p).size) for p in photos) / 1e6
+    size, table = read_cube_table(LOOK)
+    lut = ImageFilter.Color3DLUT(size, table)
+
+    def fresh(name: str) -> Path:
+        path = args.work / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    pillow_loop(photos[:1], fresh("warm"), lut)  # page cache warm-up
+    results = {}
+    seconds, peak_mb, summary = run_autohdr(photos[0].parent, fresh("autohdr") / "out", args.workers)
+    results["autohdr enhance --lut"] = seconds
+    results["Pillow loop (decode + Color3DLUT + save)"] = pillow_loop(photos, fresh("loop"), lut)
+    results["I/O floor, 1 thread (decode + save)"] = pillow_loop(photos, fresh("io1"), None)
+    results[f"I/O floor, {args.workers} threads"] = pillow_threads(photos, fresh("ioN"), None, args.workers)
+
+    print(f"{len(photos)} photos, {total_mp / len(photos):.1f} MP each, {args.workers} workers, {os.cpu_count()} cores")
+    for name, secs in results.items():
+        print(f"  {name:45s} {secs:7.2f} s  {len(photos) / secs:6.2f} photos/s  {total_mp / secs:6.1f} MP/s")
+    ours = results["autohdr enhance --lut"]
+    print(f"  autohdr's own summary: {summary}")
+    print(f"  autohdr peak memory (max RSS): {peak_mb:.0f} MB")
+    print("ratios (throughput of autohdr / other; > 1 means autohdr is faster):")
+    for name, secs in results.items():
+        if name != "autohdr enhance --lut":
+            print(f"  vs {name:42s} {secs / ours:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
