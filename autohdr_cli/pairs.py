@@ -44,7 +44,8 @@ class PairSet:
     problems: list[str] = field(default_factory=list)
 
 
-def _photos_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
+def photos_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Photos under ``folder`` by relative stem (``sub/name`` without extension), and ambiguous ones."""
     found: dict[str, Path] = {}
     problems: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -80,8 +81,8 @@ def find_pairs(root: str | os.PathLike, check_sizes: bool = True) -> PairSet:
     Sizes are read from the file headers only, so this is quick on large folders.
     """
     source_dir, target_dir = find_pair_folders(root)
-    sources, problems = _photos_by_stem(source_dir)
-    targets, target_problems = _photos_by_stem(target_dir)
+    sources, problems = photos_by_stem(source_dir)
+    targets, target_problems = photos_by_stem(target_dir)
     problems += target_problems
     result = PairSet(Path(root), source_dir, target_dir, problems=problems)
     for stem in sorted(set(sources) | set(targets)):
