@@ -88,6 +88,10 @@ def enhance(
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Blend with the input: 0 = unchanged, 1 = full effect.")
     ] = 1.0,
+    style: Annotated[
+        Optional[str],
+        typer.Option(help="For models holding several looks (nilut): a look's name or index, or weights like 0.3,0.7."),
+    ] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="Output format: same, jpg, png, tiff or webp.")
     ] = "same",
@@ -108,6 +112,12 @@ def enhance(
     report: Annotated[
         Optional[Path], typer.Option(help="Write one record per photo to this .jsonl or .csv file.")
     ] = None,
+    tile: Annotated[
+        int, typer.Option("--tile", min=16, help="Convolutional models (nafnet): tile size in pixels.")
+    ] = 512,
+    tile_overlap: Annotated[
+        int, typer.Option("--tile-overlap", min=0, help="Convolutional models: overlap of neighbouring tiles, pixels.")
+    ] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
     """Enhance a photo or a folder of photos with a look (.cube LUT or learned weights).
@@ -124,6 +134,8 @@ def enhance(
 
     if output_format not in OUTPUT_FORMATS:
         raise _usage_error(f"--format {output_format}: expected one of {', '.join(OUTPUT_FORMATS)}")
+    if tile_overlap >= tile:
+        raise _usage_error(f"--tile-overlap {tile_overlap} must be smaller than --tile {tile}")
     try:
         shard_value = parse_shard(shard) if shard else None
     except ValueError as e:
@@ -133,6 +145,13 @@ def enhance(
         enhancer_model = load_model(model_file)
     except (CheckpointError, CubeError) as e:
         raise _usage_error(str(e)) from None
+    if style is not None:
+        from .models.nilut import set_style_from_text
+
+        try:
+            set_style_from_text(enhancer_model, style)
+        except ValueError as e:
+            raise _usage_error(str(e)) from None
     options = EnhanceOptions(
         output_format=output_format,
         suffix=suffix,
@@ -145,12 +164,19 @@ def enhance(
         dry_run=dry_run,
         shard=shard_value,
         report=report,
+        tile=tile,
+        tile_overlap=tile_overlap,
     )
     progress = ProgressReporter(enabled=not quiet and sys.stderr.isatty(), dry_run=dry_run)
     try:
         with progress:
             summary = enhance_folder(
-                enhancer_model, input, output, options, on_result=progress.result, on_start=progress.start
+                enhancer_model,
+                input,
+                output,
+                options,
+                on_result=progress.result,
+                on_start=progress.start if progress.enabled else None,
             )
     except UsageError as e:
         raise _usage_error(str(e)) from None
@@ -163,6 +189,239 @@ def enhance(
 
 # ---- train ---------------------------------------------------------------------------------------
 
+
+@app.command()
+def train(
+    pairs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Pairs folder(s) with source/target (or input/output, ...) sub-folders; one look each.",
+            metavar="PAIRS",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut or nilut.")] = "lut",
+    config: Annotated[
+        Optional[str], typer.Option(help='Model settings as JSON, e.g. \'{"lut_size": 17, "num_basis": 5}\'.')
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (the learning-rate schedule spans them).")] = 2000,
+    time_limit: Annotated[
+        Optional[str], typer.Option("--time-limit", help="Stop after this long, e.g. 90s, 10m, 1h30m (checkpoint kept).")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per step (per process under torchrun).")] = 8,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, cosine schedule).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, the initial weights and the batches.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, or cuda[:N].")] = "auto",
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
+    ] = None,
+    val_split: Annotated[float, typer.Option("--val-split", help="Fraction of pairs held out for validation.")] = 0.2,
+    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N steps.")] = 100,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", min=1, help="Write the checkpoint every N steps.")
+    ] = 250,
+    crop: Annotated[int, typer.Option(min=8, help="Training crop size in pixels.")] = 256,
+    train_size: Annotated[
+        int, typer.Option("--train-size", min=8, help="Pairs are decoded once at this long side.")
+    ] = 512,
+    log: Annotated[Optional[Path], typer.Option(help="CSV log of the run (default: OUTPUT with .csv).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Learn a look from before/after pairs and write it as a checkpoint.
+
+    Unpaired files are listed first; the validation split is seeded (same as evaluate's). The checkpoint
+    is written every --checkpoint-every steps and at the end, with FILE.state for --resume. Runs under
+    torchrun --nproc_per_node N as DistributedDataParallel with the same command.
+    Exit code 0 when done, 1 if training failed, 2 for a usage error (including unusable pairs).
+    """
+    import json
+    import sys
+
+    from .train import TrainError, TrainOptions, parse_duration, train as run_training
+
+    try:
+        limit = parse_duration(time_limit) if time_limit else None
+    except ValueError as e:
+        raise _usage_error(f"--time-limit: {e}") from None
+    try:
+        model_config = json.loads(config) if config else {}
+    except ValueError as e:
+        raise _usage_error(f"--config is not JSON: {e}") from None
+    if not isinstance(model_config, dict):
+        raise _usage_error("--config must be a JSON object, e.g. '{\"lut_size\": 17}'")
+    options = TrainOptions(
+        pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
+        batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, device=device, resume=resume, val_split=val_split,
+        val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
+        log=log, progress=not quiet and sys.stderr.isatty(),
+    )
+    try:
+        run_training(options)
+    except TrainError as e:
+        raise _usage_error(str(e)) from None
+    except (OSError, RuntimeError) as e:
+        typer.echo(f"autohdr: training failed: {e}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    raise typer.Exit(EXIT_OK)
+
 # ---- evaluate ------------------------------------------------------------------------------------
 
+
+@app.command()
+def evaluate(
+    folders: Annotated[
+        list[Path],
+        typer.Argument(
+            help="PRED_DIR TARGET_DIR: score results against targets (matched by file stem); "
+            "or one PAIRS folder: run --weights/--lut models on it, scored beside identity.",
+            metavar="PRED_DIR TARGET_DIR | PAIRS",
+            show_default=False,
+        ),
+    ],
+    source: Annotated[
+        Optional[Path],
+        typer.Option("--source", help="With PRED_DIR TARGET_DIR: the originals, scored as 'identity'."),
+    ] = None,
+    weights: Annotated[
+        Optional[list[Path]],
+        typer.Option("--weights", "-w", help="With PAIRS: a .safetensors checkpoint to score (repeatable)."),
+    ] = None,
+    lut: Annotated[
+        Optional[list[Path]], typer.Option("--lut", help="With PAIRS: a .cube look to score (repeatable).")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="With PAIRS: 'all' pairs, or 'val', the validation split training holds out.")
+    ] = "all",
+    val_split: Annotated[
+        float, typer.Option("--val-split", help="Fraction of the pairs in the validation split (as in train).")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split (as in train).")] = 0,
+    device: Annotated[str, typer.Option(help="Where models run: cpu, cuda[:N] or mps.")] = "cpu",
+    json_path: Annotated[
+        Optional[Path], typer.Option("--json", help="Write the summary and one record per photo as JSON.")
+    ] = None,
+    csv_path: Annotated[
+        Optional[Path], typer.Option("--csv", help="Write one row per photo (models side by side) as CSV.")
+    ] = None,
+    html_dir: Annotated[
+        Optional[Path],
+        typer.Option("--html", help="Write index.html (self-contained, worst first) and contact_sheet.png here."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Score photos: PSNR, SSIM and CIEDE2000 per photo; mean, median and worst per model; model speed.
+
+    Scores are taken on the values as written (8- or 16-bit). Missing, unreadable and size-mismatched
+    files get one line each on stderr and the rest is scored; exit code 1 if any, 2 for a usage error.
+    """
+    import sys
+
+    from . import evaluate as scoring
+
+    if len(folders) not in (1, 2):
+        raise _usage_error("give PRED_DIR TARGET_DIR, or one PAIRS folder with --weights/--lut")
+    if split not in ("all", "val"):
+        raise _usage_error(f"--split {split}: expected 'all' or 'val'")
+    if not 0.0 < val_split < 1.0:
+        raise _usage_error(f"--val-split {val_split}: expected a fraction between 0 and 1")
+    if len(folders) == 2 and (weights or lut or split != "all"):
+        raise _usage_error("--weights, --lut and --split go with one PAIRS folder, not PRED_DIR TARGET_DIR")
+    if len(folders) == 1 and source is not None:
+        raise _usage_error("--source goes with PRED_DIR TARGET_DIR (a PAIRS folder holds its own sources)")
+    device_problem = scoring.check_device(device)
+    if device_problem:
+        raise _usage_error(device_problem)
+    reporter = scoring.ProblemReporter(progress=not quiet and sys.stderr.isatty())
+    try:
+        with scoring.report_images(html_dir) as images, reporter:
+            if len(folders) == 2:
+                evaluation = scoring.evaluate_folders(
+                    folders[0], folders[1], source,
+                    images=images, on_problem=reporter.problem, on_progress=reporter.advance,
+                )
+            else:
+                models, load_problems = scoring.load_models(weights or [], lut or [], device)
+                evaluation = scoring.evaluate_models(
+                    folders[0], models,
+                    split=split, val_fraction=val_split, seed=seed, device=device, images=images,
+                    problems=load_problems, on_problem=reporter.problem, on_progress=reporter.advance,
+                )
+            failures = scoring.write_reports(
+                evaluation, images, json_path=json_path, csv_path=csv_path, html_dir=html_dir
+            )
+    except scoring.EvaluateError as e:
+        raise _usage_error(str(e)) from None
+    scoring.print_summary(evaluation)
+    for line in failures:
+        typer.echo(line, err=True)
+    raise typer.Exit(EXIT_FAILED if evaluation.problems or failures else EXIT_OK)
+
+
 # ---- export / info -------------------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    weights: Annotated[Path, typer.Argument(help="A .safetensors checkpoint or a .cube look.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    output_format: Annotated[
+        Optional[str],
+        typer.Option("--format", "-f", help="cube, onnx, pt2 or safetensors (default: from the -o extension)."),
+    ] = None,
+    size: Annotated[int, typer.Option(min=2, max=256, help="cube: grid points per axis.")] = 33,
+    image: Annotated[
+        Optional[Path], typer.Option(help="cube, image-adaptive LUT model: bake the LUT it predicts for this photo.")
+    ] = None,
+    style: Annotated[
+        Optional[str],
+        typer.Option(help="Models with several looks (nilut): a look's name or index, or blend weights like 0.3,0.7."),
+    ] = None,
+    title: Annotated[Optional[str], typer.Option(help="safetensors/cube: the title stored in the file.")] = None,
+    meta: Annotated[
+        Optional[list[str]],
+        typer.Option("--meta", help="safetensors: set metadata KEY=VALUE (stored as autohdr.KEY; empty removes)."),
+    ] = None,
+) -> None:
+    """Export a model: a .cube LUT (global models), ONNX (opset 20), a torch.export .pt2 program, or the
+    checkpoint re-saved with new metadata.
+
+    ONNX and pt2 files are reloaded and checked against PyTorch on an input of another size before they
+    are written. Exit code 0 when written, 1 if the export failed or did not match, 2 for a usage error.
+    """
+    from .export import ExportError, ExportFailed, ExportOptions, export_model
+
+    options = ExportOptions(
+        format=output_format, size=size, image=image, style=style, title=title, meta=list(meta or [])
+    )
+    try:
+        result = export_model(weights, output, options)
+    except ExportError as e:
+        raise _usage_error(str(e)) from None
+    except ExportFailed as e:
+        typer.echo(f"autohdr: export failed: {e}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    typer.echo(result.line())
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def info(
+    weights: Annotated[Path, typer.Argument(help="A .safetensors checkpoint or a .cube look.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show a weights file's model, config, training summary, parameter count and file size."""
+    import json
+
+    from .export import ExportError, describe, info_lines
+
+    try:
+        summary = describe(weights)
+    except ExportError as e:
+        raise _usage_error(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), indent=2, default=str))
+    else:
+        typer.echo("\n".join(info_lines(summary)))
+    raise typer.Exit(EXIT_OK)

@@ -36,7 +36,8 @@ from .checkpoint import CheckpointError, checkpoint_bytes, config_dict, load_che
 from .cube import MAX_SIZE, MIN_SIZE, CubeError, CubeLUT, write_cube
 from .imageio import PhotoError, atomic_write_bytes, load_image
 from .models import name_of
-from .models.lut import apply_lut, identity_lut, lut_to_table
+from .models.lut import apply_lut, identity_lut, lookup_batched, lut_to_table
+from .models.nilut import set_style_from_text
 from .pipeline import is_global, predict_luts
 
 FORMATS = ("cube", "onnx", "pt2", "safetensors")
@@ -117,38 +118,14 @@ def load_for_export(path: Path) -> nn.Module:
         raise ExportError(str(e)) from None
 
 
-def parse_style(model: nn.Module, text: str) -> list[float]:
-    """Blend weights for ``--style``: a look's name, its index, or weights such as ``0.3,0.7``."""
-    if not hasattr(model, "set_style"):
-        raise ExportError(f"--style is for models that hold several looks (nilut), not {name_of(model)!r}")
-    count = model.config.num_styles
-    if "," in text:
-        try:
-            return [float(part) for part in text.split(",")]
-        except ValueError:
-            raise ExportError(f"--style {text}: blend weights must be numbers, e.g. 0.3,0.7") from None
-    names = list(getattr(model.config, "style_names", ()) or ())
-    if text in names:
-        index = names.index(text)
-    else:
-        try:
-            index = int(text)
-        except ValueError:
-            known = ", ".join(names) if names else f"indices 0..{count - 1}"
-            raise ExportError(f"--style {text}: no such look (looks: {known})") from None
-    if not 0 <= index < count:
-        raise ExportError(f"--style {text}: this model holds {count} look(s), indices 0..{count - 1}")
-    return [1.0 if i == index else 0.0 for i in range(count)]
-
-
 def apply_style(model: nn.Module, style: str | None) -> None:
     """Set the look (or blend of looks) that the exported file will carry."""
     if style is None:
         return
     try:
-        model.set_style(parse_style(model, style))
+        set_style_from_text(model, style)
     except ValueError as e:
-        raise ExportError(f"--style {style}: {e}") from None
+        raise ExportError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------ cube
@@ -237,19 +214,6 @@ def cube_from_model(
 # ---------------------------------------------------------------------------- graphs for ONNX and pt2
 
 
-def lookup_whole_image(images: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
-    """Trilinear lookup of ``B x 3 x H x W`` images in ``B x 3 x S x S x S`` LUTs, one grid_sample call.
-
-    The same lookup as :func:`autohdr_cli.models.lut.apply_lut` (clamped input, border padding,
-    corners aligned) without its size-dependent chunking, whose branches would pin the traced graph to
-    one range of image sizes.
-    """
-    # grid_sample wants (x, y, z) = (r, g, b) in [-1, 1]; one output "depth" slice per image.
-    grid = (images.clamp(0.0, 1.0) * 2.0 - 1.0).permute(0, 2, 3, 1).unsqueeze(1)
-    looked_up = F.grid_sample(luts, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return looked_up.squeeze(2)
-
-
 class _InputDomain(nn.Module):
     """The model's per-channel input mapping as plain tensor arithmetic (or nothing for 0..1)."""
 
@@ -277,7 +241,7 @@ class FixedLUTGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Enhance ``B x 3 x H x W`` images in [0, 1]."""
         luts = self.lut.unsqueeze(0).expand(images.shape[0], -1, -1, -1, -1)
-        return lookup_whole_image(self.domain(images), luts)
+        return lookup_batched(self.domain(images), luts)
 
 
 class AdaptiveLUTGraph(nn.Module):
@@ -296,7 +260,7 @@ class AdaptiveLUTGraph(nn.Module):
         # the height and width would become a guard that refuses such images. (At equal size the
         # antialiased resize is the identity, so the result is the same.)
         thumbnails = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return lookup_whole_image(self.domain(images), self.model.predict_lut(thumbnails))
+        return lookup_batched(self.domain(images), self.model.predict_lut(thumbnails))
 
 
 class PaddedGraph(nn.Module):

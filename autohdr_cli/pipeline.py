@@ -20,7 +20,8 @@ from torch import nn
 
 from .imageio import FORMAT_EXTENSION, TEMP_MARKER, Photo, PhotoError, format_of, quantize, read_photo, to_float, write_photo
 from .fastlut import apply_table, expand_lut
-from .models.lut import apply_lut, blend_lut, make_thumbnail
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, enhance_tiled
+from .models.lut import PILLOW_MAX_SIZE, apply_lut, apply_lut_uint8, blend_lut, make_thumbnail
 
 
 def is_global(model: nn.Module) -> bool:
@@ -90,6 +91,8 @@ class EnhanceOptions:
     dry_run: bool = False
     shard: tuple[int, int] | None = None  # (K, N), K counted from 1
     report: Path | None = None
+    tile: int = DEFAULT_TILE  # convolutional models run on tiles of this many pixels...
+    tile_overlap: int = DEFAULT_OVERLAP  # ...overlapping by at least this many
 
 
 @dataclass
@@ -324,10 +327,18 @@ class Enhancer:
     scale. Other models run on the model thread.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, strength: float = 1.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        strength: float = 1.0,
+        tile: int = DEFAULT_TILE,
+        tile_overlap: int = DEFAULT_OVERLAP,
+    ):
         self.model = model.to(device).eval()
         self.device = device
         self.strength = strength
+        self.tile, self.tile_overlap = tile, tile_overlap
         self.global_model = is_global(model)
         self.thumbnail_size = getattr(model, "thumbnail_size", 0) if self.global_model else 0
         self._shared_lut: torch.Tensor | None = None
@@ -377,7 +388,10 @@ class Enhancer:
                     lut = self._predict(decoded.thumbnail)
                 return lambda: photo.with_pixels(self._apply_lut(photo, lut))
             images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
-            result = self.model(images)
+            if getattr(self.model, "tileable", False):
+                result = enhance_tiled(self.model, images, self.tile, self.tile_overlap)
+            else:
+                result = self.model(images)
             if self.strength != 1.0:
                 result = images + (result - images) * self.strength
             pixels = result[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
@@ -397,6 +411,9 @@ class Enhancer:
     def _apply_lut(self, photo: Photo, lut: torch.Tensor) -> np.ndarray:
         pixels = photo.pixels
         if pixels.dtype == np.uint8 and self.device.type == "cpu" and not self.custom_domain:
+            if lut is not self._shared_lut and lut.shape[-1] <= PILLOW_MAX_SIZE:
+                # A LUT used once: expanding it to 256³ colours costs more than Pillow's direct lookup.
+                return apply_lut_uint8(pixels, lut.cpu())
             return apply_table(pixels, self._table_for(lut))
         images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
         with torch.inference_mode():
@@ -462,7 +479,7 @@ def enhance_folder(
                 else:
                     record(FileResult(str(job.source), str(job.output), "planned"))
             return summary
-        enhancer = Enhancer(model, device, options.strength)
+        enhancer = Enhancer(model, device, options.strength, options.tile, options.tile_overlap)
         _run_jobs(enhancer, list_jobs(source, output, options), options, record, summary)
     finally:
         summary.seconds = time.perf_counter() - started

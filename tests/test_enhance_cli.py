@@ -213,3 +213,27 @@ def test_ctrl_c_keeps_finished_files_and_leaves_no_temporaries(tmp_path, look):
     assert written and all(TEMP_MARKER not in p.name for p in written)
     for path in written:
         Image.open(path).load()  # every file left is a whole photo
+
+
+def test_style_picks_and_blends_the_looks_of_a_nilut(tmp_path, run):
+    import torch
+
+    from autohdr_cli.models import build
+
+    model = build("nilut", {"num_styles": 2, "style_names": ["soft", "bold"], "grid_size": 9})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    weights = tmp_path / "two-looks.safetensors"
+    save_checkpoint(weights, model)
+    save_rgb(tmp_path / "in" / "p.png")
+    outputs = {}
+    for style in ("soft", "bold", "0.5,0.5", "1"):
+        assert run("enhance", tmp_path / "in", tmp_path / style, "-w", weights, "--style", style, "-q").exit_code == 0
+        outputs[style] = np.asarray(Image.open(tmp_path / style / "p.png")).astype(int)
+    assert (outputs["soft"] != outputs["bold"]).any()
+    assert (outputs["bold"] == outputs["1"]).all()
+    blend = (outputs["soft"] + outputs["bold"]) / 2
+    assert np.abs(outputs["0.5,0.5"] - blend).mean() < np.abs(outputs["soft"] - outputs["bold"]).mean()
+    bad = run("enhance", tmp_path / "in", tmp_path / "x", "-w", weights, "--style", "loud")
+    assert bad.exit_code == 2 and "no such look" in bad.stderr

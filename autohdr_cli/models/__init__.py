@@ -10,10 +10,15 @@ import typing
 
 from torch import nn
 
-from .lut import StaticLUT
+from .lut import AdaptiveLUT, StaticLUT
+from .nafnet import NAFNet
+from .nilut import NILUT
 
 MODELS: dict[str, type[nn.Module]] = {
     "cube": StaticLUT,
+    "lut": AdaptiveLUT,
+    "nilut": NILUT,
+    "nafnet": NAFNet,
 }
 
 

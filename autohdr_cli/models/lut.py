@@ -73,6 +73,19 @@ def apply_lut(images: torch.Tensor, luts: torch.Tensor, chunk_pixels: int = CHUN
     return torch.stack(outputs)
 
 
+def lookup_batched(images: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
+    """Trilinear lookup of ``B x 3 x H x W`` images in ``B x 3 x S x S x S`` LUTs, one grid_sample call.
+
+    The same lookup as :func:`apply_lut` without its per-image loop and size-dependent chunking: for
+    small inputs (LUT compositions) and for traced graphs (ONNX, torch.export), where those branches
+    would pin the batch size or the image size.
+    """
+    # grid_sample wants (x, y, z) = (r, g, b) in [-1, 1]; one output "depth" slice per image.
+    grid = (images.clamp(0.0, 1.0) * 2.0 - 1.0).permute(0, 2, 3, 1).unsqueeze(1)
+    looked_up = F.grid_sample(luts.to(images.dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return looked_up.squeeze(2)
+
+
 def make_thumbnail(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize ``B x 3 x H x W`` images to ``size x size`` (aspect ignored) for a LUT predictor.
 
@@ -172,10 +185,12 @@ class AdaptiveLUTConfig:
     """The image-adaptive 3D LUT (Zeng et al., TPAMI 2020), with optional per-image 1D curves.
 
     ``num_basis`` LUTs of ``lut_size`` points per axis are mixed with weights that a small CNN predicts
-    from a ``thumbnail_size`` thumbnail. ``widths`` are the CNN's stride-2 conv layers; their pooled
-    features are joined by a ``histogram_bins``-bin soft histogram of each channel (0 = none), which
-    measures exposure and colour cast directly. ``curves`` adds per-channel curves of ``curve_points``
-    points predicted for each image, composed "before" or "after" the 3D LUT (SepLUT style) or "none".
+    from a ``thumbnail_size`` thumbnail. ``widths`` are the CNN's stride-2 conv layers (empty: no CNN,
+    the mean colour only); their pooled features are joined by a ``histogram_bins``-bin soft histogram
+    of each channel (0 = none), which measures exposure and colour cast directly. ``curves`` adds
+    per-channel curves of ``curve_points`` points predicted for each image, composed "before" the 3D
+    LUT (SepLUT style), "after" it, or "none". Curves are on by default because they measurably help
+    (weights/README.md): +1.7 dB on held-back real-estate pairs, +0.4 dB on degraded photos.
     The two regulariser weights are those of Zeng et al.
     """
 
@@ -186,7 +201,7 @@ class AdaptiveLUTConfig:
     histogram_bins: int = 16
     hidden: int = 64
     dropout: float = 0.5
-    curves: str = "none"
+    curves: str = "before"
     curve_points: int = 17
     smoothness_weight: float = 1e-4
     monotonicity_weight: float = 10.0
@@ -250,7 +265,7 @@ class AdaptiveLUT(nn.Module):
 
     The cost at full resolution is one trilinear lookup per pixel, whatever the photo's size; the CNN
     only ever sees the thumbnail. Starts as the identity: the first basis LUT is the identity, the others
-    are zero, and the weights head is biased to (1, 0, ...).
+    are zero, and the weights head gives the identity a weight of exactly 1.
     """
 
     config_class = AdaptiveLUTConfig
@@ -270,8 +285,10 @@ class AdaptiveLUT(nn.Module):
         basis[0] = identity_lut(config.lut_size)
         self.basis = nn.Parameter(basis)
         with torch.no_grad():
-            # Small but non-zero weights: with zero weights the zero basis LUTs would get no gradient.
+            # Small but non-zero weights for the zero basis LUTs, else neither would get a gradient; the
+            # identity's weight is exactly 1, so the untrained model is exactly the identity.
             self.basis_weights.weight.normal_(0.0, 1e-2)
+            self.basis_weights.weight[0].zero_()
             self.basis_weights.bias.zero_()
             self.basis_weights.bias[0] = 1.0
         self.curve_offsets = None
@@ -295,7 +312,7 @@ class AdaptiveLUT(nn.Module):
         # "before": the LUT is read at curved grid coordinates, then stored on the regular grid again.
         grid = identity_lut(size, luts.dtype).to(luts.device).flatten(1).expand(batch, -1, -1)
         coordinates = apply_curves(grid, curves).view(batch, 3, size * size, size)
-        composed = apply_lut(coordinates, luts.clamp(0.0, 1.0))
+        composed = lookup_batched(coordinates, luts.clamp(0.0, 1.0))
         return composed.view_as(luts), curves
 
     def predict_lut(self, thumbnails: torch.Tensor) -> torch.Tensor:
@@ -329,6 +346,6 @@ class AdaptiveLUT(nn.Module):
             + self.config.smoothness_weight * smoothness
             + self.config.monotonicity_weight * monotonicity
         )
-        report = {name: float(value) for name, value in parts.items()}
-        report.update(smoothness=float(smoothness), monotonicity=float(monotonicity))
+        report = {name: float(value.detach()) for name, value in parts.items()}
+        report.update(smoothness=float(smoothness.detach()), monotonicity=float(monotonicity.detach()))
         return total, report

@@ -1,0 +1,283 @@
+"""NAFNet (Chen, Chu, Zhang and Sun, "Simple Baselines for Image Restoration", ECCV 2022) as a photo look.
+
+A U-Net of "nonlinear activation free" blocks. Each block is channel LayerNorm, a 1x1 convolution to twice
+the width, a 3x3 depthwise convolution, SimpleGate (the two halves of the channels multiplied), simplified
+channel attention (global average pool, 1x1 convolution, rescale), a 1x1 convolution; then a gated
+feed-forward part (LayerNorm, 1x1 to twice the width, SimpleGate, 1x1). Both parts are added back through
+per-channel scales that start at zero, so every block starts as the identity. The shell: an intro 3x3
+convolution, per level some blocks then a stride-2 2x2 convolution that doubles the channels, middle blocks,
+then per level a 1x1 convolution + PixelShuffle(2) up, the encoder's features added, some blocks; an ending
+3x3 convolution and a global residual (the network predicts the edit, not the photo).
+
+Unlike the LUT family it can copy local parts of an edit (shadows lifted in one corner, local contrast,
+sharpening). It is convolutional, so :mod:`autohdr_cli.tiling` runs it on overlapping tiles; the only
+whole-image quantity, the channel attention's average, can be supplied from outside (``context``) so that
+every tile uses the statistics of the whole photo (see :meth:`NAFNet.image_context`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class NAFNetConfig:
+    """Widths and depths of a NAFNet, plus the weights of its training loss.
+
+    ``width`` is the channel count of the first level (doubled at each level down). ``enc_blocks`` and
+    ``dec_blocks`` give the blocks per level (same length: the number of levels); the input is padded to a
+    multiple of ``2 ** levels``. ``identity_init`` zeroes the ending convolution, so an untrained model
+    returns its input (the reference initialises it at random; starting from "no edit" trains faster on
+    mild photo edits). The loss is Charbonnier plus ``ssim_weight`` x (1 - SSIM) plus
+    ``delta_e_weight`` x CIEDE2000 (see :class:`autohdr_cli.losses.ReconstructionLoss`).
+    """
+
+    width: int = 16
+    enc_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    middle_blocks: int = 1
+    dec_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    dw_expand: int = 2
+    ffn_expand: int = 2
+    dropout: float = 0.0
+    layer_norm_eps: float = 1e-6
+    identity_init: bool = True
+    ssim_weight: float = 0.1
+    delta_e_weight: float = 0.01
+
+    def __post_init__(self):
+        self.enc_blocks = tuple(int(n) for n in self.enc_blocks)
+        self.dec_blocks = tuple(int(n) for n in self.dec_blocks)
+        if len(self.enc_blocks) != len(self.dec_blocks):
+            raise ValueError(
+                f"enc_blocks {self.enc_blocks} and dec_blocks {self.dec_blocks} must have one entry per level each"
+            )
+        if self.width < 1 or self.dw_expand < 2 or self.ffn_expand < 2 or self.dw_expand % 2 or self.ffn_expand % 2:
+            raise ValueError("width must be >= 1 and dw_expand, ffn_expand even numbers >= 2 (SimpleGate halves them)")
+        if min(self.enc_blocks + self.dec_blocks + (self.middle_blocks,), default=0) < 0:
+            raise ValueError("block counts must be >= 0")
+
+
+#: Named configurations. ``small`` is the shipped CPU default (trains on a 2-core CPU in under an hour);
+#: ``base`` is NAFNet-width32 of the paper's SIDD model, for a GPU; ``large`` is the paper's width-64 model.
+PRESETS: dict[str, NAFNetConfig] = {
+    "small": NAFNetConfig(width=16, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1)),
+    "medium": NAFNetConfig(width=24, enc_blocks=(1, 1, 2, 2), middle_blocks=2, dec_blocks=(1, 1, 1, 1)),
+    "base": NAFNetConfig(width=32, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2)),
+    "large": NAFNetConfig(width=64, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2)),
+}
+
+
+def preset(name: str, **overrides) -> NAFNetConfig:
+    """A copy of preset ``name`` (see :data:`PRESETS`) with some fields replaced."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown NAFNet preset {name!r} (known: {', '.join(PRESETS)})")
+    return replace(PRESETS[name], **overrides)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of each pixel of a ``B x C x H x W`` tensor (NAFNet's LayerNorm2d).
+
+    Written with ordinary operations (no custom autograd function), so it exports to ONNX and compiles.
+    On a channels-last tensor the channels of a pixel are contiguous, so the fused ``layer_norm`` kernel
+    runs on a free permuted view; on NCHW it would need a transposed copy, and the plain mean/variance
+    formula is as fast.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise every pixel's channel vector to zero mean and unit variance, then scale and shift."""
+        if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            return normed.permute(0, 3, 1, 2)
+        mean = x.mean(dim=1, keepdim=True)
+        centred = x - mean
+        variance = centred.square().mean(dim=1, keepdim=True)
+        return centred * torch.rsqrt(variance + self.eps) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def simple_gate(x: torch.Tensor) -> torch.Tensor:
+    """SimpleGate: split the channels in two halves and multiply them (NAFNet's replacement for GELU)."""
+    first, second = x.chunk(2, dim=1)
+    return first * second
+
+
+class NAFBlock(nn.Module):
+    """One NAFNet block of ``channels`` channels: the attention-like part and the gated feed-forward part."""
+
+    def __init__(self, channels: int, dw_expand: int = 2, ffn_expand: int = 2, dropout: float = 0.0, eps: float = 1e-6):
+        super().__init__()
+        inner = channels * dw_expand
+        self.norm1 = ChannelLayerNorm(channels, eps)
+        self.conv1 = nn.Conv2d(channels, inner, 1)
+        self.conv2 = nn.Conv2d(inner, inner, 3, padding=1, groups=inner)
+        self.sca = nn.Conv2d(inner // 2, inner // 2, 1)  # simplified channel attention: on the pooled vector
+        self.conv3 = nn.Conv2d(inner // 2, channels, 1)
+        ffn = channels * ffn_expand
+        self.norm2 = ChannelLayerNorm(channels, eps)
+        self.conv4 = nn.Conv2d(channels, ffn, 1)
+        self.conv5 = nn.Conv2d(ffn // 2, channels, 1)
+        self.dropout1 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout2 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Zero residual scales: a fresh block is the identity, so a deep network starts as a shallow one.
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's output and the channel-attention statistic it used (``B x C x 1 x 1``).
+
+        ``pooled`` replaces the global average of this block's own input when given: that is how tiles
+        use the statistics of the whole photo.
+        """
+        y = simple_gate(self.conv2(self.conv1(self.norm1(x))))
+        if pooled is not None and not self.training and not torch.is_grad_enabled():
+            return self._folded(x, y, self.sca(pooled)), pooled
+        if pooled is None:
+            pooled = y.mean(dim=(2, 3), keepdim=True)
+        y = self.conv3(y * self.sca(pooled))
+        x = x + self.dropout1(y) * self.beta
+        y = self.conv5(simple_gate(self.conv4(self.norm2(x))))
+        return x + self.dropout2(y) * self.gamma, pooled
+
+    def _folded(self, x: torch.Tensor, y: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """The rest of the block for inference with given statistics, in fewer passes over memory.
+
+        The residual scales (and, for a single image, the channel attention) are per-channel factors
+        around a 1x1 convolution, so they are folded into its weights: three full-size multiplications
+        fewer per block, which is most of the time on a CPU, where these layers are bandwidth-bound.
+        """
+        beta, gamma = self.beta.view(-1, 1, 1, 1), self.gamma.view(-1, 1, 1, 1)
+        weight3, bias3 = self.conv3.weight * beta, self.conv3.bias * beta.view(-1)
+        if y.shape[0] == 1:
+            y = F.conv2d(y, weight3 * attention.view(1, -1, 1, 1), bias3)
+        else:
+            y = F.conv2d(y * attention, weight3, bias3)
+        x = y.add_(x)  # y is a fresh tensor: the residual sum needs no new buffer
+        y = simple_gate(self.conv4(self.norm2(x)))
+        return F.conv2d(y, self.conv5.weight * gamma, self.conv5.bias * gamma.view(-1)).add_(x)
+
+
+class NAFNet(nn.Module):
+    """NAFNet image-to-image model: ``B x 3 x H x W`` in [0, 1] to the same shape (the edited photo).
+
+    Any size goes in: the input is padded (edge pixels repeated) to a multiple of ``2 ** levels`` and the
+    result cropped back. In eval mode the output is clipped to [0, 1]; in training it is not, so the loss
+    keeps its gradient at the ends of the range.
+    """
+
+    config_class = NAFNetConfig
+    #: Convolutional: the pipeline runs it on overlapping tiles (:func:`autohdr_cli.tiling.enhance_tiled`).
+    tileable = True
+
+    def __init__(self, config: NAFNetConfig | None = None):
+        super().__init__()
+        self.config = config or NAFNetConfig()
+        c = self.config
+
+        def blocks(channels: int, count: int) -> nn.ModuleList:
+            return nn.ModuleList(NAFBlock(channels, c.dw_expand, c.ffn_expand, c.dropout, c.layer_norm_eps) for _ in range(count))
+
+        self.intro = nn.Conv2d(3, c.width, 3, padding=1)
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        channels = c.width
+        for count in c.enc_blocks:
+            self.encoders.append(blocks(channels, count))
+            self.downs.append(nn.Conv2d(channels, channels * 2, 2, stride=2))
+            channels *= 2
+        self.middle = blocks(channels, c.middle_blocks)
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for count in c.dec_blocks:
+            self.ups.append(nn.Sequential(nn.Conv2d(channels, channels * 2, 1, bias=False), nn.PixelShuffle(2)))
+            channels //= 2
+            self.decoders.append(blocks(channels, count))
+        self.ending = nn.Conv2d(c.width, 3, 3, padding=1)
+        if c.identity_init:
+            nn.init.zeros_(self.ending.weight)
+            nn.init.zeros_(self.ending.bias)
+
+    @property
+    def multiple(self) -> int:
+        """Input sides are padded to a multiple of this (one halving per level)."""
+        return 2 ** len(self.config.enc_blocks)
+
+    @property
+    def num_blocks(self) -> int:
+        """How many NAFBlocks (so how many channel-attention statistics) the network has."""
+        return sum(self.config.enc_blocks) + self.config.middle_blocks + sum(self.config.dec_blocks)
+
+    def forward(self, images: torch.Tensor, context: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Enhance ``B x 3 x H x W`` images in [0, 1].
+
+        ``context`` (from :meth:`image_context`, one ``B x C x 1 x 1`` tensor per block) replaces each
+        block's global average with given statistics; without it every image uses its own.
+        """
+        return self._run(images, context, None)
+
+    def image_context(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The channel-attention statistics of whole images: one ``B x C x 1 x 1`` tensor per block.
+
+        The tiler computes them once per photo (on a copy of at most a few megapixels) and hands them to
+        every tile, so that tiles agree with each other and with an untiled run.
+        """
+        recorded: list[torch.Tensor] = []
+        self._run(images, None, recorded)
+        return recorded
+
+    def _run(
+        self, images: torch.Tensor, context: Sequence[torch.Tensor] | None, recorded: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        if context is not None and len(context) != self.num_blocks:
+            raise ValueError(f"context has {len(context)} statistics; this NAFNet has {self.num_blocks} blocks")
+        given: Iterator[torch.Tensor] | None = iter(context) if context is not None else None
+
+        def run_blocks(x: torch.Tensor, group: nn.ModuleList) -> torch.Tensor:
+            for block in group:
+                x, pooled = block(x, next(given) if given is not None else None)
+                if recorded is not None:
+                    recorded.append(pooled)
+            return x
+
+        height, width = images.shape[-2:]
+        multiple = self.multiple
+        pad_bottom, pad_right = (-height) % multiple, (-width) % multiple
+        padded = images
+        if pad_bottom or pad_right:
+            # Repeated edge pixels rather than zeros: a black border would be a strong false edge to the convs.
+            padded = F.pad(images, (0, pad_right, 0, pad_bottom), mode="replicate")
+        x = self.intro(padded)
+        skips = []
+        for group, down in zip(self.encoders, self.downs):
+            x = run_blocks(x, group)
+            skips.append(x)
+            x = down(x)
+        x = run_blocks(x, self.middle)
+        for group, up, skip in zip(self.decoders, self.ups, reversed(skips)):
+            x = run_blocks(up(x) + skip, group)
+        out = (self.ending(x) + padded)[..., :height, :width]
+        return out if self.training else out.clamp(0.0, 1.0)
+
+    def training_loss(
+        self, source: torch.Tensor, target: torch.Tensor, looks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss of ``forward(source)`` against ``target``; ``looks`` is not used (one look).
+
+        Charbonnier (a smooth L1) carries PSNR; SSIM and CIEDE2000 terms (config weights) keep local
+        contrast and colour right, the two other numbers the evaluation reports.
+        """
+        from ..losses import ReconstructionLoss
+
+        prediction = self(source)
+        loss = ReconstructionLoss(charbonnier=1.0, ssim=self.config.ssim_weight, delta_e=self.config.delta_e_weight)
+        total, parts = loss(prediction, target)
+        return total, {name: float(value.detach()) for name, value in parts.items()}

@@ -1,0 +1,778 @@
+"""Training: one loop for every backend, on before/after pairs or synthetically degraded photos.
+
+The loop knows nothing about the model beyond the contract: a registered ``nn.Module`` whose
+``training_loss(source, target, looks)`` returns ``(loss, {name: float})``. Under ``torchrun`` it runs as
+DistributedDataParallel (gloo on CPU, nccl on CUDA) with the same command line; ``--batch`` is per process.
+
+Resuming: next to every checkpoint ``FILE`` the loop writes ``FILE.state`` (``torch.save`` of plain
+tensors and numbers: optimizer state, step, elapsed time, the run's settings), loaded back with
+``weights_only=True``. There is no RNG state to store: torch's generator is re-seeded from
+(seed, rank, step) at every step, so a resumed run draws exactly the batches, crops and dropout masks
+the uninterrupted run would have, and ``--resume`` continues it bit for bit on the same machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import metrics
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .imageio import atomic_write_bytes, load_image
+from .models import MODELS, build
+from .pairs import Pair, PairsError, find_pairs, split_pairs
+
+
+class TrainError(Exception):
+    """Training cannot start or go on: bad data, options that do not fit, or an unreadable resume file."""
+
+
+# ------------------------------------------------------------------------------------------- options
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``90``, ``90s``, ``10m``, ``1.5h`` or ``1h30m``; raises ValueError."""
+    cleaned = text.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", cleaned)
+    if not cleaned or parts is None or not any(parts.groups()):
+        raise ValueError(f"not a duration: {text!r} (examples: 90s, 10m, 1h30m)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return total
+
+
+#: Settings that decide what a run computes; a resumed run must use the same ones.
+RECIPE_FIELDS = ("model", "batch", "lr", "weight_decay", "seed", "val_split", "crop", "train_size")
+
+
+@dataclass
+class TrainOptions:
+    """Everything one training run needs; the CLI fills it from its options."""
+
+    pairs: list[Path]
+    output: Path
+    model: str = "lut"
+    config: dict = field(default_factory=dict)
+    steps: int = 2000
+    time_limit: float | None = None
+    batch: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    resume: Path | None = None
+    val_split: float = 0.2
+    val_every: int = 100
+    checkpoint_every: int = 250
+    crop: int = 256
+    train_size: int = 512
+    log: Path | None = None
+    progress: bool = True
+
+    def log_path(self) -> Path:
+        """Where the CSV log goes: ``--log``, or next to the output as ``NAME.csv``."""
+        return self.log or self.output.with_suffix(".csv")
+
+
+def state_path(checkpoint: str | os.PathLike) -> Path:
+    """The training-state file that sits next to checkpoint ``checkpoint`` (``FILE.state``)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".state")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Downscale a ``3 x H x W`` image so its long side is at most ``long_side`` (antialiased)."""
+    height, width = image.shape[-2:]
+    scale = long_side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+@functools.lru_cache(maxsize=None)
+def paired_augmentation() -> Callable[[torch.Tensor], torch.Tensor]:
+    """Kornia geometric augmentation for a stack of aligned images ``B x C x H x W``: flips and
+    90-degree turns. Source and target travel as channels of one tensor, so they always get the same
+    geometry; there is never any colour jitter (the colours are what the model learns)."""
+    import kornia.augmentation as K
+
+    return K.AugmentationSequential(
+        K.RandomHorizontalFlip(p=0.5),
+        K.RandomVerticalFlip(p=0.5),
+        K.RandomRotation90(times=(0, 3), p=0.75),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _cropper(crop: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    import kornia.augmentation as K
+
+    return K.RandomResizedCrop((crop, crop), scale=(0.3, 1.0), ratio=(0.75, 1.333), p=1.0)
+
+
+def random_crops(images: Sequence[torch.Tensor], crop: int) -> torch.Tensor:
+    """One random resized crop (30-100% of the area, kornia) of each ``C x H x W`` image, ``B x C x crop x crop``.
+
+    Taking most of the picture keeps a crop's thumbnail close to the whole-photo thumbnail the model
+    gets at inference. Images of one size are cropped in one batched call.
+    """
+    if len({tuple(image.shape) for image in images}) == 1:
+        return _cropper(crop)(torch.stack(list(images)))
+    return torch.cat([_cropper(crop)(image[None]) for image in images])
+
+
+class TrainingData(Protocol):
+    """What the loop samples batches from. ``sample`` draws from torch's global generator only."""
+
+    def __len__(self) -> int: ...
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``count`` (source, target) crops ``count x 3 x crop x crop`` and their look indices ``[count]``."""
+        ...
+
+
+@dataclass
+class PairData:
+    """Before/after pairs decoded once into memory (float32 ``3 x H x W``), with a look index each."""
+
+    sources: list[torch.Tensor]
+    targets: list[torch.Tensor]
+    looks: list[int]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random pairs, each cropped and turned the same way on both sides."""
+        picks = torch.randint(len(self.sources), (count,)).tolist()
+        stacked = random_crops([torch.cat([self.sources[i], self.targets[i]]) for i in picks], crop)
+        stacked = paired_augmentation()(stacked)
+        return stacked[:, :3].contiguous(), stacked[:, 3:].contiguous(), torch.tensor([self.looks[i] for i in picks])
+
+
+def load_pairs(pairs: Sequence[Pair], long_side: int, look: int = 0) -> PairData:
+    """Decode pairs once, downscaled to ``long_side`` (training never decodes again)."""
+    sources, targets = [], []
+    for pair in pairs:
+        sources.append(resize_long_side(torch.from_numpy(load_image(pair.source)), long_side))
+        targets.append(resize_long_side(torch.from_numpy(load_image(pair.target)), long_side))
+    return PairData(sources, targets, [look] * len(pairs), [pair.stem for pair in pairs])
+
+
+def merge_pairs(parts: Sequence[PairData]) -> PairData:
+    """One :class:`PairData` holding all of ``parts``."""
+    return PairData(
+        [s for p in parts for s in p.sources],
+        [t for p in parts for t in p.targets],
+        [k for p in parts for k in p.looks],
+        [n for p in parts for n in p.names],
+    )
+
+
+# ------------------------------------------------------------------------------ synthetic degradations
+
+
+@dataclass
+class DegradationRanges:
+    """How far a synthetic "bad photo" strays from the original, per image, drawn uniformly.
+
+    Exposure and white balance act in linear light (as a camera gets them wrong); contrast (around the
+    photo's mean) and saturation (around each pixel's luma) act on the sRGB values, as a flat or
+    over-punchy rendering does. White balance scales red and blue in opposite-ish random amounts.
+    """
+
+    exposure_stops: float = 1.2
+    white_balance_stops: float = 0.35
+    contrast: tuple[float, float] = (0.55, 1.25)
+    saturation: tuple[float, float] = (0.4, 1.4)
+
+
+def random_degradations(
+    count: int, ranges: DegradationRanges, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw ``count x 5`` degradation parameters: exposure (stops), red and blue gains (stops),
+    contrast factor, saturation factor."""
+    u = torch.rand(count, 5, generator=generator)
+    low = torch.tensor([-ranges.exposure_stops, -ranges.white_balance_stops, -ranges.white_balance_stops,
+                        ranges.contrast[0], ranges.saturation[0]])
+    high = torch.tensor([ranges.exposure_stops, ranges.white_balance_stops, ranges.white_balance_stops,
+                         ranges.contrast[1], ranges.saturation[1]])
+    return low + (high - low) * u
+
+
+def degrade(images: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+    """Apply degradation ``parameters`` (``B x 5``, from :func:`random_degradations`) to sRGB images."""
+    import kornia
+
+    exposure, red, blue, contrast, saturation = (parameters[:, i].view(-1, 1, 1, 1) for i in range(5))
+    gains = torch.cat([red, torch.zeros_like(red), blue], dim=1).exp2() * exposure.exp2()
+    linear = kornia.color.rgb_to_linear_rgb(images.clamp(0.0, 1.0)) * gains
+    srgb = kornia.color.linear_rgb_to_rgb(linear.clamp(0.0, 1.0))
+    luma_weights = torch.tensor([0.2126, 0.7152, 0.0722], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    mean = (srgb * luma_weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+    srgb = (mean + (srgb - mean) * contrast).clamp(0.0, 1.0)
+    luma = (srgb * luma_weights).sum(dim=1, keepdim=True)
+    return (luma + (srgb - luma) * saturation).clamp(0.0, 1.0)
+
+
+@dataclass
+class DegradedPhotos:
+    """Clean photos (``3 x H x W``) turned into (degraded, clean) pairs on the fly: endless variety from
+    few photos. The model learns to undo exposure, white balance, contrast and saturation errors."""
+
+    photos: list[torch.Tensor]
+    ranges: DegradationRanges = field(default_factory=DegradationRanges)
+    look: int = 0
+    variation: DegradationRanges | None = None
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random photos, cropped and turned, each degraded by its own random parameters.
+
+        With ``variation``, each clean photo is first shifted by a small random rendering change that
+        becomes part of the target: a handful of photos is a narrow sample of what good photos look
+        like, and this widens it, so the model learns to correct only what lies beyond normal variety
+        instead of pulling every photo to the look of the training set.
+        """
+        picks = torch.randint(len(self.photos), (count,)).tolist()
+        clean = paired_augmentation()(random_crops([self.photos[i] for i in picks], crop)).contiguous()
+        if self.variation is not None:
+            clean = degrade(clean, random_degradations(count, self.variation))
+        return degrade(clean, random_degradations(count, self.ranges)), clean, torch.full((count,), self.look)
+
+
+@dataclass
+class MixedData:
+    """Several data sources, each batch item drawn from one of them with the given probabilities."""
+
+    parts: list[TrainingData]
+    weights: list[float]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw how many items come from each source, then sample each and concatenate."""
+        choice = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64), count, replacement=True)
+        sources, targets, looks = [], [], []
+        for index, part in enumerate(self.parts):
+            share = int((choice == index).sum())
+            if share:
+                s, t, k = part.sample(share, crop)
+                sources.append(s), targets.append(t), looks.append(k)
+        return torch.cat(sources), torch.cat(targets), torch.cat(looks)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (world size 1 when run directly)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """True on the process that writes files and prints."""
+        return self.rank == 0
+
+
+def start_distributed(device: torch.device) -> Distributed:
+    """Join the torchrun process group when started by torchrun (WORLD_SIZE > 1), else do nothing."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(device=device)
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` is the GPU when there is one (this process's, under torchrun), else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of one step on one process: a resumed run re-creates every step's random numbers."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
+
+
+def learning_rate(base: float, step: int, steps: int) -> float:
+    """Linear warm-up over the first 5% of steps (at most 100), then cosine decay to a tenth of ``base``."""
+    warmup = max(1, min(100, steps // 20))
+    ramp = min(1.0, (step + 1) / warmup)
+    progress = min(1.0, step / max(1, steps))
+    return base * ramp * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class _LossModule(nn.Module):
+    """Wraps a model so that DistributedDataParallel's forward is its training loss."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor, looks: torch.Tensor):
+        """The wrapped model's ``training_loss`` (DDP syncs gradients of whatever runs in forward)."""
+        return self.model.training_loss(source, target, looks)
+
+
+def evaluate_pairs(
+    model: nn.Module | None, data: PairData, device: torch.device
+) -> dict[str, float]:
+    """Mean PSNR, SSIM and ΔE2000 of ``model`` (None = identity) over whole validation pairs."""
+    totals = {"psnr": 0.0, "ssim": 0.0, "delta_e": 0.0}
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
+    with torch.no_grad():
+        for source, target, look in zip(data.sources, data.targets, data.looks):
+            source, target = source[None].to(device), target[None].to(device)
+            if model is None:
+                prediction = source
+            else:
+                if hasattr(model, "set_style") and getattr(model.config, "num_styles", 1) > 1:
+                    model.set_style([1.0 if i == look else 0.0 for i in range(model.config.num_styles)])
+                prediction = model(source).clamp(0.0, 1.0)
+            totals["psnr"] += float(metrics.psnr(prediction, target).clamp(max=100.0))
+            totals["ssim"] += float(metrics.ssim(prediction, target))
+            totals["delta_e"] += float(metrics.delta_e2000(prediction, target))
+    if model is not None:
+        model.train(was_training)
+    return {name: value / max(1, len(data)) for name, value in totals.items()}
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports: its checkpoint, steps done, time, and validation metrics."""
+
+    output: Path
+    steps: int
+    seconds: float
+    stopped_by: str
+    validation: dict[str, dict[str, float]]
+    train_names: list[str]
+    val_names: list[str]
+
+
+@dataclass
+class PairSplit:
+    """The pairs of one or more folders split into training and validation, before any decoding.
+
+    Each folder is one look (its index is the look of its pairs); ``problems`` are the files that could
+    not be paired, one line each, for listing before work starts.
+    """
+
+    folders: list[Path]
+    train: list[list[Pair]]
+    validation: list[list[Pair]]
+    problems: list[str]
+
+    def description(self, val_split: float, seed: int) -> dict:
+        """Where the data came from, for the checkpoint's training record."""
+        return {
+            "pairs": [str(f) for f in self.folders],
+            "train_pairs": sum(len(t) for t in self.train),
+            "val_pairs": [p.stem for v in self.validation for p in v],
+            "val_split": val_split,
+            "seed": seed,
+        }
+
+    def check(self) -> None:
+        """Raise TrainError if a folder has fewer than 2 usable pairs."""
+        for folder, train_pairs, val_pairs in zip(self.folders, self.train, self.validation):
+            count = len(train_pairs) + len(val_pairs)
+            if count < 2:
+                raise TrainError(
+                    f"{folder}: {count} usable pair(s); training needs at least 2 "
+                    "(one to learn from, one to validate on)"
+                )
+
+    def look_names(self) -> list[str]:
+        """One name per look: the folder's own name."""
+        return [Path(f).resolve().name for f in self.folders]
+
+
+def split_folders(folders: Sequence[Path], val_split: float, seed: int) -> PairSplit:
+    """Find and split the pairs of each folder; raises TrainError for a folder that is not a pairs folder.
+
+    A folder with fewer than 2 usable pairs is accepted here (so its problems can be listed first) and
+    refused by :meth:`PairSplit.check`.
+    """
+    split = PairSplit([Path(f) for f in folders], [], [], [])
+    for folder in split.folders:
+        try:
+            found = find_pairs(folder)
+        except PairsError as e:
+            raise TrainError(str(e)) from None
+        split.problems += found.problems
+        train_pairs, val_pairs = split_pairs(found.pairs, val_split, seed)
+        split.train.append(train_pairs)
+        split.validation.append(val_pairs)
+    return split
+
+
+def decode_split(split: PairSplit, train_size: int) -> tuple[PairData, PairData]:
+    """Decode the training and validation pairs into memory, downscaled to ``train_size``."""
+    train = merge_pairs([load_pairs(pairs, train_size, look) for look, pairs in enumerate(split.train)])
+    validation = merge_pairs([load_pairs(pairs, train_size, look) for look, pairs in enumerate(split.validation)])
+    return train, validation
+
+
+class _Progress:
+    """A rich progress bar on stderr with the loss and the latest validation PSNR; silent when off."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self._progress = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  val PSNR {task.fields[psnr]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._progress.__enter__()
+        self._task = self._progress.add_task("train", total=total, completed=start, loss="-", psnr="-")
+
+    def update(self, step: int, loss: float, psnr: float | None) -> None:
+        """Show ``step`` steps done, the latest loss and validation PSNR."""
+        if self._progress is not None:
+            fields = {"loss": f"{loss:.4f}"}
+            if psnr is not None:
+                fields["psnr"] = f"{psnr:.2f} dB"
+            self._progress.update(self._task, completed=step, **fields)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+            self._progress = None
+
+
+def _write_state(
+    path: Path, optimizer: torch.optim.Optimizer, step: int, options: TrainOptions, elapsed: float
+) -> None:
+    """Save what --resume needs beyond the weights, atomically, next to the checkpoint."""
+    import io
+
+    recipe = {name: getattr(options, name) for name in RECIPE_FIELDS}
+    buffer = io.BytesIO()
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "recipe": recipe, "seconds": elapsed}, buffer)
+    atomic_write_bytes(state_path(path), buffer.getvalue())
+
+
+def _read_state(path: Path) -> dict:
+    """Load a training state written by :func:`_write_state`; TrainError if missing or damaged."""
+    file = state_path(path)
+    if not file.is_file():
+        raise TrainError(f"{path}: no training state ({file.name}) next to it, so it cannot be resumed exactly")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the state is unusable
+        raise TrainError(f"{file}: damaged training state ({e})") from None
+
+
+def _format_metric(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.3f}"
+
+
+def print_summary(validation: dict[str, dict[str, float]], count: int) -> None:
+    """Print the validation table (identity vs the trained model) to stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"validation ({count} pair{'s' if count != 1 else ''})")
+    for column in ("", "PSNR dB", "SSIM", "ΔE2000"):
+        table.add_column(column, justify="right" if column else "left")
+    for name, values in validation.items():
+        table.add_row(name, *(_format_metric(values[key]) for key in ("psnr", "ssim", "delta_e")))
+    Console(stderr=True).print(table)
+
+
+def train(
+    options: TrainOptions,
+    data: TrainingData | None = None,
+    validation: PairData | None = None,
+    description: dict | None = None,
+    report: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a model as ``options`` say and write its checkpoint; returns the run's figures.
+
+    By default the data are the pairs folders in ``options.pairs`` (one look per folder, split into
+    training and validation pairs). Scripts can pass their own ``data`` (e.g. :class:`DegradedPhotos`)
+    with a ``validation`` set and a ``description`` stored in the checkpoint. ``report`` gets one-line
+    messages (problems found, the split); by default they go to stderr on the main process.
+    """
+    device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
+    place = start_distributed(device)
+    say = report or (lambda line: print(line, file=sys.stderr, flush=True))
+    if not place.main:
+        say = lambda line: None  # noqa: E731 - one process speaks for the job
+    try:
+        return _train(options, data, validation, description, device, place, say)
+    finally:
+        if place.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _check_options(options: TrainOptions) -> None:
+    if options.model not in MODELS or not hasattr(MODELS[options.model], "training_loss"):
+        trainable = sorted(name for name, cls in MODELS.items() if hasattr(cls, "training_loss"))
+        raise TrainError(f"unknown or untrainable model {options.model!r} (trainable: {', '.join(trainable)})")
+    for name in ("steps", "batch", "crop", "train_size", "val_every", "checkpoint_every"):
+        if getattr(options, name) < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= options.val_split < 1:
+        raise TrainError("--val-split must be in [0, 1)")
+    if options.lr <= 0:
+        raise TrainError("--lr must be positive")
+    if options.weight_decay < 0:
+        raise TrainError("--weight-decay must be >= 0")
+
+
+def _build_model(options: TrainOptions, look_names: list[str]) -> nn.Module:
+    """A fresh model (seeded) or the one being resumed."""
+    if options.resume is not None:
+        try:
+            return load_checkpoint(options.resume).model
+        except CheckpointError as e:
+            raise TrainError(str(e)) from None
+    config = dict(options.config)
+    fields = {f.name for f in dataclasses.fields(MODELS[options.model].config_class)}
+    # A model that holds several looks gets one per pairs folder, named after the folder.
+    if "num_styles" in fields and "num_styles" not in config:
+        config["num_styles"] = max(1, len(look_names))
+        if "style_names" in fields and "style_names" not in config and len(look_names) == config["num_styles"]:
+            config["style_names"] = tuple(look_names)
+    torch.manual_seed(options.seed)
+    try:
+        return build(options.model, config)
+    except (TypeError, ValueError) as e:
+        raise TrainError(f"bad config for model {options.model!r}: {e}") from None
+
+
+class CSVLog:
+    """The run's CSV log: one row per step, validation columns filled on validation steps.
+
+    Rows are buffered and appended in batches. A resumed run drops rows logged after the checkpoint
+    it resumes from (they will be logged again) and keeps the columns the log started with.
+    """
+
+    def __init__(self, path: Path, enabled: bool, has_validation: bool, resume_step: int | None):
+        self.path, self.enabled, self.has_validation = path, enabled, has_validation
+        self.fields: list[str] | None = None
+        self.rows: list[dict] = []
+        if enabled and path.exists():
+            if resume_step is None:
+                path.unlink()
+            else:
+                self._truncate(resume_step)
+
+    def _truncate(self, step: int) -> None:
+        with open(self.path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        if rows:
+            self.fields = rows[0]
+            kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= step]
+            with open(self.path, "w", newline="") as handle:
+                csv.writer(handle).writerows(kept)
+
+    def add(self, row: dict) -> None:
+        """Buffer one row; written out on validation steps and every 50 rows."""
+        self.rows.append(row)
+        if "val_psnr" in row or len(self.rows) >= 50:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the buffered rows to the file."""
+        if not self.enabled or not self.rows:
+            return
+        new_file = not self.path.exists()
+        if not self.fields:
+            columns = [k for k in self.rows[0] if not k.startswith("val_")]
+            self.fields = columns + (["val_psnr", "val_ssim", "val_delta_e"] if self.has_validation else [])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerows(self.rows)
+        self.rows.clear()
+
+
+def _check_resume(state: dict, options: TrainOptions) -> None:
+    """Refuse to resume with settings that would make the run differ from the interrupted one."""
+    for name in RECIPE_FIELDS:
+        stored = state["recipe"].get(name)
+        if stored is not None and stored != getattr(options, name):
+            raise TrainError(
+                f"--{name.replace('_', '-')} {getattr(options, name)} differs from the resumed run's {stored}; "
+                "resume with the same settings to continue it exactly"
+            )
+
+
+def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[PairData, PairData, dict, list[str]]:
+    """Training and validation pairs from the pairs folders, problems listed before any decoding."""
+    split = split_folders(options.pairs, options.val_split, options.seed)
+    for line in split.problems:
+        say(f"{line} (skipped)")
+    split.check()
+    description = split.description(options.val_split, options.seed)
+    val_names = description["val_pairs"]
+    say(
+        f"training on {description['train_pairs']} pairs, validating on {len(val_names)}"
+        + (f": {', '.join(val_names)}" if val_names else "")
+    )
+    data, validation = decode_split(split, options.train_size)
+    return data, validation, description, split.look_names()
+
+
+def _train(options, data, validation, description, device, place, say) -> TrainResult:
+    _check_options(options)
+    state = _read_state(options.resume) if options.resume is not None else None
+    if state is not None:
+        _check_resume(state, options)
+    look_names: list[str] = []
+    if data is None:
+        data, validation, description, look_names = _pairs_data(options, say)
+    validation = validation or PairData([], [], [], [])
+    description = dict(description or {})
+
+    model = _build_model(options, look_names).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    loss_module: nn.Module = _LossModule(model)
+    if place.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    identity = evaluate_pairs(None, validation, device) if place.main and len(validation) else {}
+    log = CSVLog(options.log_path(), place.main, bool(len(validation)), start if state is not None else None)
+
+    def save(step: int, elapsed: float, final: dict | None = None) -> None:
+        if not place.main:
+            return
+        record = dict(description)
+        record.update(
+            model=options.model, steps=step, seconds=round(elapsed, 1), batch=options.batch,
+            world_size=place.world_size, lr=options.lr, weight_decay=options.weight_decay, crop=options.crop,
+            train_size=options.train_size, seed=options.seed,
+        )
+        if final:
+            record["validation"] = final
+        save_checkpoint(options.output, model, training=record)
+        _write_state(options.output, optimizer, step, options, elapsed)
+        log.flush()
+
+    progress = _Progress(options.progress and place.main, options.steps, start)
+    began = time.monotonic()
+    elapsed_before = float(state.get("seconds", 0.0)) if state else 0.0
+    step, stopped_by, latest_psnr = start, "steps", None
+    try:
+        while step < options.steps:
+            if options.time_limit is not None and _agree_to_stop(time.monotonic() - began >= options.time_limit, place):
+                stopped_by = "time limit"
+                break
+            # Every step's random numbers come from (seed, rank, step) alone: resuming redraws them exactly.
+            torch.manual_seed(step_seed(options.seed, place.rank, step))
+            source, target, looks = (t.to(device) for t in data.sample(options.batch, options.crop))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(options.lr, step, options.steps)
+            loss, parts = loss_module(source, target, looks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            row = {"step": step, "seconds": round(elapsed_before + time.monotonic() - began, 2),
+                   "lr": optimizer.param_groups[0]["lr"], "loss": float(loss.detach()), **parts}
+            if place.main and len(validation) and (step % options.val_every == 0 or step == options.steps):
+                scores = evaluate_pairs(model, validation, device)
+                latest_psnr = scores["psnr"]
+                row.update({f"val_{k}": v for k, v in scores.items()})
+            log.add(row)
+            progress.update(step, row["loss"], latest_psnr)
+            if step % options.checkpoint_every == 0 and step < options.steps:
+                save(step, elapsed_before + time.monotonic() - began)
+    except KeyboardInterrupt:
+        stopped_by = "interrupted"
+    finally:
+        progress.close()
+    elapsed = elapsed_before + time.monotonic() - began
+    final: dict[str, dict[str, float]] = {}
+    if place.main and len(validation):
+        final = {"identity": identity, options.model: evaluate_pairs(model, validation, device)}
+    save(step, elapsed, final)
+    if place.main:
+        say(f"{stopped_by}: {step} steps in {elapsed:.0f} s; wrote {options.output} (log {log.path})")
+        if final:
+            print_summary(final, len(validation))
+    if place.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return TrainResult(options.output, step, elapsed, stopped_by, final, list(getattr(data, "names", [])),
+                       list(validation.names))
+
+
+def _agree_to_stop(mine: bool, place: Distributed) -> bool:
+    """Every process stops at the same step: the main process's clock decides for all."""
+    if place.world_size == 1:
+        return mine
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if mine else 0], device=place.device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())

@@ -1,0 +1,128 @@
+"""Train the shipped default NAFNet weights, ``weights/nafnet-default.safetensors``, on the development pairs.
+
+Usage, from the repository root (about 35 minutes on a 2-core CPU; any machine: the step count is fitted
+to ``--time-budget`` by timing a few steps first, so the learning-rate schedule always completes):
+
+    nice -n 10 python scripts/train_nafnet.py --pairs /work/data/pairs --time-budget 35m
+
+One thread by default: on a CPU shared with other jobs, two OpenMP threads spend most of their time
+waiting for each other (measured: 2-20x slower steps than one thread under a load of 7 on 2 cores).
+
+Held out (never trained on): the pairs' validation split at ``autohdr train``/``autohdr evaluate``
+defaults (``--val-split 0.2 --seed 0``), the same pairs the LUT backends are scored on.
+
+Unlike ``autohdr train --model nafnet`` (which works too), crops are cut at the pairs' own resolution
+rather than resized from 30-100% of the photo: a local model must learn the edit's local parts
+(sharpening, local contrast radius) at the scale it is evaluated and used at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from autohdr_cli.models.nafnet import NAFNet, preset
+from autohdr_cli.train import PairData, TrainOptions, decode_split, paired_augmentation, parse_duration, split_folders, train
+
+
+@dataclass
+class NativeCrops:
+    """Random crops of before/after pairs at their stored resolution, flipped and turned alike.
+
+    Batches come out channels-last: NAFNet's convolutions and LayerNorm are faster so on the CPU.
+    """
+
+    pairs: PairData
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``count`` aligned (source, target) crops of ``crop`` pixels, and their look indices."""
+        pieces, looks = [], []
+        for index in torch.randint(len(self.pairs), (count,)).tolist():
+            source, target = self.pairs.sources[index], self.pairs.targets[index]
+            height, width = source.shape[-2:]
+            top = int(torch.randint(height - crop + 1, ()))
+            left = int(torch.randint(width - crop + 1, ()))
+            pieces.append(torch.cat([source, target])[:, top : top + crop, left : left + crop])
+            looks.append(self.pairs.looks[index])
+        stacked = paired_augmentation()(torch.stack(pieces)).contiguous(memory_format=torch.channels_last)
+        return stacked[:, :3], stacked[:, 3:], torch.tensor(looks)
+
+
+def seconds_per_step(config, data: NativeCrops, batch: int, crop: int, lr: float, trials: int = 5) -> float:
+    """Median time of a training step (forward, backward, Adam) on a throwaway model."""
+    model = NAFNet(copy.deepcopy(config)).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    times = []
+    for _ in range(trials + 1):
+        source, target, looks = data.sample(batch, crop)
+        started = time.perf_counter()
+        loss, _parts = model.training_loss(source, target, looks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Split and decode the pairs, fit the step count to the time budget, train, write the checkpoint."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=Path, default=Path("/work/data/pairs"), help="before/after pairs folder")
+    parser.add_argument("--output", "-o", type=Path, default=Path("weights/nafnet-default.safetensors"))
+    parser.add_argument("--preset", default="small", help="NAFNet preset (small, medium, base, large)")
+    parser.add_argument("--config", default="{}", help="JSON overriding preset fields")
+    parser.add_argument("--time-budget", default="35m", help="wall time for the training steps, e.g. 35m")
+    parser.add_argument("--steps", type=int, default=0, help="fixed step count (0 = fit to --time-budget)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=192)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train-size", type=int, default=1536, help="pairs are decoded at this long side")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads; 1 is fastest on a shared machine (0 = torch's default)")
+    parser.add_argument("--log", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    config = preset(args.preset, **json.loads(args.config))
+    split = split_folders([args.pairs], 0.2, args.seed)
+    train_pairs, validation = decode_split(split, args.train_size)
+    data = NativeCrops(train_pairs)
+    budget = parse_duration(args.time_budget)
+    steps = args.steps
+    if not steps:
+        per_step = seconds_per_step(config, data, args.batch, args.crop, args.lr)
+        steps = max(10, int(budget * 0.92 / per_step))  # leave room for checkpoints and the final validation
+        print(f"{per_step:.2f} s per step: {steps} steps fit in {args.time_budget}", file=sys.stderr, flush=True)
+    description = split.description(0.2, args.seed)
+    description.update(
+        data=f"{description['train_pairs']} pairs of {args.pairs}, native-resolution {args.crop} px crops",
+        recipe="scripts/train_nafnet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        preset=args.preset,
+    )
+    options = TrainOptions(
+        pairs=[], output=args.output, model="nafnet", config=dataclasses.asdict(config), steps=steps,
+        time_limit=budget, batch=args.batch, lr=args.lr, seed=args.seed, device="cpu", crop=args.crop,
+        train_size=args.train_size, val_every=10**9, checkpoint_every=max(1, steps // 10), log=args.log,
+        progress=sys.stderr.isatty(),
+    )
+    result = train(options, data=data, validation=validation, description=description)
+    print(json.dumps({"steps": result.steps, "seconds": round(result.seconds), "stopped_by": result.stopped_by,
+                      "validation": result.validation}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""``autohdr train`` and the training loop: data, augmentation, resume, time limit, DDP, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from autohdr_cli.checkpoint import load_checkpoint
+from autohdr_cli.cli import app
+from autohdr_cli.pairs import find_pairs
+from autohdr_cli.train import (
+    DegradationRanges,
+    DegradedPhotos,
+    MixedData,
+    PairData,
+    TrainError,
+    TrainOptions,
+    degrade,
+    load_pairs,
+    parse_duration,
+    random_degradations,
+    state_path,
+    train,
+)
+
+TINY = {"lut_size": 5, "num_basis": 2, "thumbnail_size": 16, "widths": [4, 8], "hidden": 8, "histogram_bins": 4}
+TINY_ARGS = ["--config", json.dumps(TINY), "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: more threads only add hand-over costs, and stall badly on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_pairs(folder: Path, count: int = 5, size=(32, 24), seed: int = 0) -> Path:
+    """A pairs folder whose targets are a brighter, warmer version of the sources."""
+    rng = np.random.default_rng(seed)
+    (folder / "source").mkdir(parents=True)
+    (folder / "target").mkdir(parents=True)
+    for index in range(count):
+        source = rng.random((size[1], size[0], 3)) ** 1.5
+        target = np.clip(source**0.7 * [1.05, 1.0, 0.9], 0, 1)
+        Image.fromarray((source * 255).astype(np.uint8)).save(folder / "source" / f"p{index}.png")
+        Image.fromarray((target * 255).astype(np.uint8)).save(folder / "target" / f"p{index}.png")
+    return folder
+
+
+@pytest.fixture
+def pairs(tmp_path) -> Path:
+    return write_pairs(tmp_path / "pairs")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_parse_duration():
+    assert parse_duration("90") == 90
+    assert parse_duration("90s") == 90
+    assert parse_duration("10m") == 600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1.5h") == 5400
+    for bad in ("", "ten", "5x", "0", "m"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_train_cli_writes_checkpoint_log_and_summary(pairs, tmp_path):
+    output = tmp_path / "look.safetensors"
+    result = run_cli("train", str(pairs), "-o", str(output), "--steps", "4", "--val-every", "2", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "validating on 1: p2" in result.output
+    assert "identity" in result.output and "PSNR" in result.output
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.name == "lut" and checkpoint.config["lut_size"] == 5
+    training = checkpoint.training
+    assert training["steps"] == 4 and training["val_pairs"] == ["p2"] and training["train_pairs"] == 4
+    assert set(training["validation"]) == {"identity", "lut"}
+    assert state_path(output).is_file()
+    with open(output.with_suffix(".csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["val_psnr"] and not rows[0]["val_psnr"]
+    assert float(rows[0]["loss"]) > 0 and "delta_e" in rows[0]
+
+
+def test_train_lists_problems_and_refuses_too_few_pairs(tmp_path):
+    folder = write_pairs(tmp_path / "few", count=1)
+    Image.new("RGB", (8, 8)).save(folder / "source" / "lonely.png")
+    result = run_cli("train", str(folder), "-o", str(tmp_path / "x.safetensors"), *TINY_ARGS)
+    assert result.exit_code == 2
+    assert "lonely.png: no matching file" in result.output
+    assert "1 usable pair(s); training needs at least 2" in result.output
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--time-limit", "soon"], "--time-limit"), (["--config", "[1]"], "JSON object"),
+     (["--config", "{bad"], "not JSON"), (["--model", "cube"], "untrainable"),
+     (["--config", '{"colour": 1}'], "unknown config key"), (["--val-split", "1.5"], "--val-split")],
+)
+def test_train_usage_errors(pairs, tmp_path, args, message):
+    result = run_cli("train", str(pairs), "-o", str(tmp_path / "x.safetensors"), "--steps", "1", *TINY_ARGS, *args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_time_limit_stops_early_with_a_valid_checkpoint(pairs, tmp_path):
+    output = tmp_path / "timed.safetensors"
+    result = run_cli("train", str(pairs), "-o", str(output), "--steps", "100000", "--time-limit", "1s", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "time limit" in result.output
+    steps = load_checkpoint(output).training["steps"]
+    assert 0 < steps < 100000
+
+
+class InterruptAfter:
+    """Real training data that raises KeyboardInterrupt (like Ctrl-C) after ``calls`` batches."""
+
+    def __init__(self, data, calls: int):
+        self.data, self.calls = data, calls
+
+    def __len__(self):
+        return len(self.data)
+
+    def sample(self, count, crop):
+        if self.calls == 0:
+            raise KeyboardInterrupt
+        self.calls -= 1
+        return self.data.sample(count, crop)
+
+
+def options_for(pairs: Path, output: Path, **changes) -> TrainOptions:
+    values = dict(pairs=[pairs], output=output, config=TINY, steps=6, batch=2, crop=16, train_size=32,
+                  val_every=3, checkpoint_every=2, progress=False)
+    values.update(changes)
+    return TrainOptions(**values)
+
+
+def test_resume_continues_exactly(pairs, tmp_path):
+    found = find_pairs(pairs).pairs
+    data, validation = load_pairs(found[:4], 32), load_pairs(found[4:], 32)
+    straight = train(options_for(pairs, tmp_path / "straight.safetensors"), data, validation)
+    assert straight.steps == 6
+
+    cut = tmp_path / "cut.safetensors"
+    first = train(options_for(pairs, cut), InterruptAfter(data, 3), validation)
+    assert first.stopped_by == "interrupted" and first.steps == 3
+    resumed = train(options_for(pairs, cut, resume=cut), data, validation)
+    assert resumed.steps == 6
+
+    a, b = load_checkpoint(tmp_path / "straight.safetensors").model, load_checkpoint(cut).model
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    with open(cut.with_suffix(".csv"), newline="") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [1, 2, 3, 4, 5, 6]
+
+    with pytest.raises(TrainError, match="--batch 4 differs"):
+        train(options_for(pairs, cut, resume=cut, batch=4), data, validation)
+    os.remove(state_path(cut))
+    with pytest.raises(TrainError, match="no training state"):
+        train(options_for(pairs, cut, resume=cut), data, validation)
+
+
+def test_augmentation_is_paired_and_geometric_only():
+    torch.manual_seed(0)
+    sources = [torch.rand(3, 20, 30), torch.rand(3, 26, 18)]
+    # A linear colour change commutes with any resampling: it survives cropping and turning exactly.
+    data = PairData(sources, [s * 0.5 for s in sources], [0, 1], ["a", "b"])
+    source, target, looks = data.sample(6, 12)
+    assert source.shape == target.shape == (6, 3, 12, 12)
+    assert torch.allclose(target, source * 0.5, atol=1e-5)
+    assert set(looks.tolist()) <= {0, 1}
+    # Colours are never jittered: every crop's colours lie within its photo's range.
+    assert source.min() >= 0 and source.max() <= 1
+
+
+def test_degradations_and_synthetic_data():
+    image = torch.rand(1, 3, 16, 16)
+    neutral = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]])
+    assert torch.allclose(degrade(image, neutral), image, atol=1e-4)
+    darker = degrade(image, torch.tensor([[-1.0, 0.0, 0.0, 1.0, 1.0]]))
+    assert darker.mean() < image.mean() * 0.8
+    grey = degrade(image, torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]]))
+    assert torch.allclose(grey[:, 0], grey[:, 1], atol=1e-5)
+    parameters = random_degradations(100, DegradationRanges(), torch.Generator().manual_seed(0))
+    assert parameters[:, 0].abs().max() <= 1.2 and parameters[:, 3].min() >= 0.55
+    torch.manual_seed(0)
+    photos = DegradedPhotos([torch.rand(3, 20, 20) for _ in range(3)])
+    source, target, looks = photos.sample(4, 8)
+    assert source.shape == target.shape == (4, 3, 8, 8) and not torch.allclose(source, target)
+    mixed = MixedData([photos, PairData([torch.rand(3, 9, 9)], [torch.rand(3, 9, 9)], [1], ["p"])], [0.5, 0.5])
+    assert mixed.sample(16, 8)[0].shape == (16, 3, 8, 8)
+
+
+def test_nilut_learns_one_look_per_pairs_folder(tmp_path):
+    first = write_pairs(tmp_path / "warm", count=3, seed=1)
+    second = write_pairs(tmp_path / "cool", count=3, seed=2)
+    output = tmp_path / "looks.safetensors"
+    result = run_cli(
+        "train", str(first), str(second), "-o", str(output), "--model", "nilut", "--steps", "3",
+        "--config", '{"width": 8, "depth": 2, "grid_size": 9}', "--crop", "16", "--train-size", "32",
+        "--batch", "4", "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.config["num_styles"] == 2 and checkpoint.config["style_names"] == ["warm", "cool"]
+    assert len(checkpoint.training["val_pairs"]) == 2
+
+
+def test_torchrun_two_cpu_processes(pairs, tmp_path):
+    output = tmp_path / "ddp.safetensors"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "autohdr_cli",
+        "train", str(pairs), "-o", str(output), "--steps", "3", "--device", "cpu", *TINY_ARGS,
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.training["world_size"] == 2 and checkpoint.training["steps"] == 3
+    assert finished.stderr.count("training on 4 pairs") == 1  # one process speaks for the job
