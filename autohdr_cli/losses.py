@@ -114,3 +114,27 @@ def lut_monotonicity(luts: torch.Tensor) -> torch.Tensor:
 def curve_monotonicity(curves: torch.Tensor) -> torch.Tensor:
     """Penalty on falling steps of 1D curves ``... x P`` (values at evenly spaced inputs)."""
     return torch.relu(-curves.diff(dim=-1)).mean()
+
+
+def regularised_lut_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    luts: torch.Tensor,
+    smoothness_weight: float,
+    monotonicity_weight: float,
+    extra_monotonicity: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of a LUT model: reconstruction plus weighted LUT smoothness and monotonicity.
+
+    ``extra_monotonicity`` adds another monotonicity term (e.g. of 1D curves) under the same weight.
+    Returns the total and every part as a float, for the training log.
+    """
+    reconstruction, parts = ReconstructionLoss()(prediction, target)
+    smoothness = lut_smoothness(luts)
+    monotonicity = lut_monotonicity(luts)
+    if extra_monotonicity is not None:
+        monotonicity = monotonicity + extra_monotonicity
+    total = reconstruction + smoothness_weight * smoothness + monotonicity_weight * monotonicity
+    report = {name: float(value.detach()) for name, value in parts.items()}
+    report.update(smoothness=float(smoothness.detach()), monotonicity=float(monotonicity.detach()))
+    return total, report

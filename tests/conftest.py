@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -65,3 +66,13 @@ def run():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: on tiny tensors more threads only add hand-over costs, and on a
+    busy machine their barriers stall badly. Test files that work on tiny models use it for every test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,13 +28,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "lut-default
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "photos"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: more threads only add hand-over costs, and stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scramble(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -12,13 +12,7 @@ from autohdr_cli.checkpoint import load_checkpoint, save_checkpoint
 from autohdr_cli.models import MODELS, build
 from autohdr_cli.models.nafnet import PRESETS, ChannelLayerNorm, NAFBlock, NAFNet, NAFNetConfig, preset
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and far faster on a busy machine (no OpenMP barriers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = NAFNetConfig(width=4, enc_blocks=(1, 1), middle_blocks=1, dec_blocks=(1, 1))

@@ -37,13 +37,7 @@ TINY = {"lut_size": 5, "num_basis": 2, "thumbnail_size": 16, "widths": [4, 8], "
 TINY_ARGS = ["--config", json.dumps(TINY), "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: more threads only add hand-over costs, and stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_pairs(folder: Path, count: int = 5, size=(32, 24), seed: int = 0) -> Path:

@@ -332,20 +332,15 @@ class AdaptiveLUT(nn.Module):
         and monotonicity on the curves too. ``looks`` (the pairs folder of each sample) is not used:
         one model learns one adaptive look.
         """
-        from ..losses import ReconstructionLoss, curve_monotonicity, lut_monotonicity, lut_smoothness
+        from ..losses import curve_monotonicity, regularised_lut_loss
 
         luts, curves = self._predict(make_thumbnail(source, self.thumbnail_size))
         prediction = apply_lut(source, luts.clamp(0.0, 1.0))
-        reconstruction, parts = ReconstructionLoss()(prediction, target)
-        smoothness = lut_smoothness(luts)
-        monotonicity = lut_monotonicity(luts)
-        if curves is not None:
-            monotonicity = monotonicity + curve_monotonicity(curves)
-        total = (
-            reconstruction
-            + self.config.smoothness_weight * smoothness
-            + self.config.monotonicity_weight * monotonicity
+        return regularised_lut_loss(
+            prediction,
+            target,
+            luts,
+            self.config.smoothness_weight,
+            self.config.monotonicity_weight,
+            curve_monotonicity(curves) if curves is not None else None,
         )
-        report = {name: float(value.detach()) for name, value in parts.items()}
-        report.update(smoothness=float(smoothness.detach()), monotonicity=float(monotonicity.detach()))
-        return total, report

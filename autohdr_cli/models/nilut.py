@@ -116,7 +116,7 @@ class NILUT(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Reconstruction loss of each sample under its own look (``looks``: ``B`` indices, default 0),
         through the baked grid as at inference, plus LUT smoothness and monotonicity on the grids."""
-        from ..losses import ReconstructionLoss, lut_monotonicity, lut_smoothness
+        from ..losses import regularised_lut_loss
 
         batch = source.shape[0]
         if looks is None:
@@ -129,17 +129,9 @@ class NILUT(nn.Module):
         slot = {look: i for i, look in enumerate(present)}
         per_sample = grids[torch.tensor([slot[int(v)] for v in looks], device=source.device)]
         prediction = apply_lut(source, per_sample.clamp(0.0, 1.0))
-        reconstruction, parts = ReconstructionLoss()(prediction, target)
-        smoothness = lut_smoothness(grids)
-        monotonicity = lut_monotonicity(grids)
-        total = (
-            reconstruction
-            + self.config.smoothness_weight * smoothness
-            + self.config.monotonicity_weight * monotonicity
+        return regularised_lut_loss(
+            prediction, target, grids, self.config.smoothness_weight, self.config.monotonicity_weight
         )
-        report = {name: float(value.detach()) for name, value in parts.items()}
-        report.update(smoothness=float(smoothness.detach()), monotonicity=float(monotonicity.detach()))
-        return total, report
 
 
 def style_weights(model: nn.Module, text: str) -> list[float]:
