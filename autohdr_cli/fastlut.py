@@ -47,14 +47,23 @@ def expand_lut(lut: torch.Tensor) -> torch.Tensor:
     return table.reshape(-1, 3)
 
 
+#: Pixels converted per step in :func:`apply_table`: keeps its temporaries small and in cache.
+_ROWS_PIXELS = 1 << 21
+
+
 def apply_table(rgb: np.ndarray, table: torch.Tensor) -> np.ndarray:
     """Map 8-bit ``H x W x 3`` pixels through an expanded table (see :func:`expand_lut`)."""
     height, width, _ = rgb.shape
-    # One 32-bit word per pixel with a zero fourth byte is the table index r + 256 g + 65536 b
-    # (little-endian), with no arithmetic per channel.
-    packed = np.zeros((height, width, 4), dtype=np.uint8)
-    packed[:, :, :3] = rgb
-    index = torch.from_numpy(packed.view("<i4").reshape(-1))
-    if not index.is_contiguous():
-        index = index.contiguous()
-    return torch.index_select(table, 0, index).numpy().reshape(height, width, 3)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    flat_out = torch.from_numpy(out.reshape(-1, 3))
+    rows = max(1, _ROWS_PIXELS // max(width, 1))
+    packed = np.zeros((rows, width, 4), dtype=np.uint8)
+    for top in range(0, height, rows):
+        block = rgb[top : top + rows]
+        count = block.shape[0]
+        # One 32-bit word per pixel with a zero fourth byte is the table index r + 256 g + 65536 b
+        # (little-endian), with no arithmetic per channel.
+        packed[:count, :, :3] = block
+        index = torch.from_numpy(packed[:count].view("<i4").reshape(-1))
+        torch.index_select(table, 0, index, out=flat_out[top * width : (top + count) * width])
+    return out
