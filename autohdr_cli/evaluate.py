@@ -58,6 +58,7 @@ from .metrics import (
     ssim_map,
 )
 from .models.lut import StaticLUT
+from .progress import ProgressBar
 from .pairs import Pair, PairsError, photos_by_stem, find_pairs, image_size, split_pairs
 from .pipeline import enhance_tensor
 
@@ -341,48 +342,19 @@ def report_images(directory: str | os.PathLike | None) -> contextlib.AbstractCon
 # ------------------------------------------------------------------------------------------- reporting
 
 
-class ProblemReporter:
+class ProblemReporter(ProgressBar):
     """Prints each ``path: reason`` line on stderr as it happens and, when enabled, a progress bar."""
 
     def __init__(self, progress: bool):
-        self.enabled = progress
-        self._progress = None
-        self._task = None
-
-    def __enter__(self) -> "ProblemReporter":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]evaluate"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        super().__init__("evaluate", progress)
 
     def problem(self, line: str) -> None:
         """Report one input that failed."""
-        if self._progress is not None:
-            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        self.print_line(line)
 
     def advance(self, done: int, total: int) -> None:
         """Report that ``done`` of ``total`` photos are scored."""
-        if self._progress is None:
-            return
-        if self._task is None:
-            self._task = self._progress.add_task("evaluate", total=total)
-        self._progress.update(self._task, completed=done)
+        self.update(done, total)
 
 
 def _silent_problem(line: str) -> None:
