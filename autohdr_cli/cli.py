@@ -201,7 +201,7 @@ def train(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut or nilut.")] = "lut",
+    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut, nilut or nafnet.")] = "lut",
     config: Annotated[
         Optional[str], typer.Option(help='Model settings as JSON, e.g. \'{"lut_size": 17, "num_basis": 5}\'.')
     ] = None,
