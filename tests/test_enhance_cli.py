@@ -221,6 +221,7 @@ def test_style_picks_and_blends_the_looks_of_a_nilut(tmp_path, run):
     from autohdr_cli.models import build
 
     model = build("nilut", {"num_styles": 2, "style_names": ["soft", "bold"], "grid_size": 9})
+    torch.manual_seed(0)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.3)
@@ -228,12 +229,13 @@ def test_style_picks_and_blends_the_looks_of_a_nilut(tmp_path, run):
     save_checkpoint(weights, model)
     save_rgb(tmp_path / "in" / "p.png")
     outputs = {}
-    for style in ("soft", "bold", "0.5,0.5", "1"):
+    for style in ("soft", "bold", "0.5,0.5", "1", "1,0"):
         assert run("enhance", tmp_path / "in", tmp_path / style, "-w", weights, "--style", style, "-q").exit_code == 0
         outputs[style] = np.asarray(Image.open(tmp_path / style / "p.png")).astype(int)
     assert (outputs["soft"] != outputs["bold"]).any()
-    assert (outputs["bold"] == outputs["1"]).all()
-    blend = (outputs["soft"] + outputs["bold"]) / 2
-    assert np.abs(outputs["0.5,0.5"] - blend).mean() < np.abs(outputs["soft"] - outputs["bold"]).mean()
+    assert (outputs["bold"] == outputs["1"]).all()  # a look by index
+    assert (outputs["soft"] == outputs["1,0"]).all()  # a look by weights
+    # A blend is a look of its own, neither of the two it mixes.
+    assert (outputs["0.5,0.5"] != outputs["soft"]).any() and (outputs["0.5,0.5"] != outputs["bold"]).any()
     bad = run("enhance", tmp_path / "in", tmp_path / "x", "-w", weights, "--style", "loud")
     assert bad.exit_code == 2 and "no such look" in bad.stderr
