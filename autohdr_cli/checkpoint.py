@@ -134,7 +134,9 @@ def default_weights_path(model_name: str) -> Path:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a model from a ``.safetensors`` checkpoint or a ``.cube`` LUT (by extension).
+    """Load a model ready to enhance from a ``.safetensors`` checkpoint or a ``.cube`` LUT (by extension).
+
+    A checkpoint that cannot enhance on its own (a stage-1 DiffIR) is refused with the reason.
 
     Raises :class:`CheckpointError` (or :class:`autohdr_cli.cube.CubeError` for a bad ``.cube``).
     """
@@ -144,4 +146,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         from .models.lut import StaticLUT
 
         return StaticLUT.from_cube(read_cube(path)).eval().to(map_location)
-    return load_checkpoint(path, map_location).model
+    model = load_checkpoint(path, map_location).model
+    reason = getattr(model, "inference_error", None)
+    if reason:
+        raise CheckpointError(f"{path}: cannot enhance with {reason}")
+    return model

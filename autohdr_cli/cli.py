@@ -113,11 +113,14 @@ def enhance(
         Optional[Path], typer.Option(help="Write one record per photo to this .jsonl or .csv file.")
     ] = None,
     tile: Annotated[
-        int, typer.Option("--tile", min=16, help="Convolutional models (nafnet): tile size in pixels.")
+        int, typer.Option("--tile", min=16, help="Convolutional models (nafnet, diffir): tile size in pixels.")
     ] = 512,
     tile_overlap: Annotated[
         int, typer.Option("--tile-overlap", min=0, help="Convolutional models: overlap of neighbouring tiles, pixels.")
     ] = 32,
+    seed: Annotated[
+        int, typer.Option(help="diffir: seed of the diffusion's starting noise (same seed, same result).")
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
     """Enhance a photo or a folder of photos with a look (.cube LUT or learned weights).
@@ -152,6 +155,8 @@ def enhance(
             set_style_from_text(enhancer_model, style)
         except ValueError as e:
             raise _usage_error(str(e)) from None
+    if hasattr(enhancer_model, "sampling_seed"):
+        enhancer_model.sampling_seed = seed
     options = EnhanceOptions(
         output_format=output_format,
         suffix=suffix,
@@ -201,7 +206,7 @@ def train(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut, nilut or nafnet.")] = "lut",
+    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut, nilut, nafnet or diffir; nafnet-base, diffir-small... for a preset.")] = "lut",
     config: Annotated[
         Optional[str], typer.Option(help='Model settings as JSON, e.g. \'{"lut_size": 17, "num_basis": 5}\'.')
     ] = None,
@@ -228,6 +233,14 @@ def train(
     ] = 512,
     log: Annotated[Optional[Path], typer.Option(help="CSV log of the run (default: OUTPUT with .csv).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    clip_grad: Annotated[
+        Optional[float],
+        typer.Option("--clip-grad", min=0.0, help="Clip gradients to this norm (0 = off; default: nafnet/diffir 1, LUTs off)."),
+    ] = None,
+    stage: Annotated[
+        Optional[int],
+        typer.Option(help="diffir only: run stage 1 or 2 alone (default: both, splitting --steps and --time-limit)."),
+    ] = None,
 ) -> None:
     """Learn a look from before/after pairs and write it as a checkpoint.
 
@@ -255,7 +268,7 @@ def train(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, device=device, resume=resume, val_split=val_split,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
-        log=log, progress=not quiet and sys.stderr.isatty(),
+        log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
     )
     try:
         run_training(options)

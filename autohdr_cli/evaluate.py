@@ -29,7 +29,6 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from . import __version__
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_model
 from .cube import CubeError, read_cube
 from .imageio import TEMP_MARKER, PhotoError, atomic_write_bytes, quantize, read_photo, to_float
 from .metrics import (
@@ -547,8 +546,8 @@ def load_models(
     for raw in weights:
         path = Path(raw)
         try:
-            model = load_checkpoint(path, map_location=device).model
-        except CheckpointError as e:
+            model = load_model(path, map_location=device)
+        except (CheckpointError, CubeError) as e:
             problems.append(str(e))
             continue
         models.append(NamedModel(_unique_name(path, taken), model, path))

@@ -264,7 +264,7 @@ class AdaptiveLUTGraph(nn.Module):
 
 
 class PaddedGraph(nn.Module):
-    """A model that pads its input to a multiple of ``model.multiple`` (NAFNet), padded here first.
+    """A model that pads its input to a multiple of ``model.multiple`` (NAFNet, DiffIR), padded here first.
 
     The model pads only when the size is not already a multiple; traced, that test would pin the graph
     to one of the two cases. Padding here to ``multiple * ceil(size / multiple)`` (edge pixels repeated,
@@ -282,7 +282,11 @@ class PaddedGraph(nn.Module):
         height, width = images.shape[-2:]
         k = self.multiple
         padded = F.pad(images, (0, k * ((width + k - 1) // k) - width, 0, k * ((height + k - 1) // k) - height), mode="replicate")
-        result = self.model(padded)
+        if hasattr(self.model, "estimate_prior"):
+            # DiffIR reads its prior from the photo as it is, before padding: so must the graph.
+            result = self.model(padded, [self.model.estimate_prior(images)])
+        else:
+            result = self.model(padded)
         return F.pad(result, (0, width - result.shape[-1], 0, height - result.shape[-2]))
 
 

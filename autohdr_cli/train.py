@@ -19,6 +19,7 @@ import functools
 import math
 import os
 import re
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from torch import nn
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .imageio import atomic_write_bytes, load_image
-from .models import MODELS, build
+from .models import MODELS, build, resolve_preset
 from .pairs import Pair, PairsError, find_pairs, split_pairs
 
 
@@ -58,7 +59,7 @@ def parse_duration(text: str) -> float:
 
 
 #: Settings that decide what a run computes; a resumed run must use the same ones.
-RECIPE_FIELDS = ("model", "batch", "lr", "weight_decay", "seed", "val_split", "crop", "train_size")
+RECIPE_FIELDS = ("model", "batch", "lr", "weight_decay", "seed", "val_split", "crop", "train_size", "clip_grad")
 
 
 @dataclass
@@ -84,6 +85,9 @@ class TrainOptions:
     train_size: int = 512
     log: Path | None = None
     progress: bool = True
+    stage: int | None = None  # DiffIR: 1 or 2 alone; None runs both in order
+    clip_grad: float | None = None  # max gradient norm; None = the model's ``clip_grad_norm`` (0 = off)
+
 
     def log_path(self) -> Path:
         """Where the CSV log goes: ``--log``, or next to the output as ``NAME.csv``."""
@@ -153,22 +157,88 @@ class TrainingData(Protocol):
 
 @dataclass
 class PairData:
-    """Before/after pairs decoded once into memory (float32 ``3 x H x W``), with a look index each."""
+    """Before/after pairs decoded once into memory (float32 ``3 x H x W``), with a look index each.
+
+    With ``whole_size`` set (by the loop, for a model that reads whole photos, such as DiffIR's prior),
+    :meth:`sample` adds a fourth tensor: each crop's whole source and target, squashed to
+    ``whole_size`` square and stacked as 6 channels (``count x 6 x S x S``).
+    """
 
     sources: list[torch.Tensor]
     targets: list[torch.Tensor]
     looks: list[int]
     names: list[str]
+    whole_size: int = 0
+    _wholes: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.sources)
 
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def whole(self, index: int) -> torch.Tensor:
+        """Pair ``index``'s source and target squashed to ``whole_size`` square, ``6 x S x S`` (cached)."""
+        if index not in self._wholes:
+            both = torch.stack([self.sources[index], self.targets[index]])
+            size = (self.whole_size, self.whole_size)
+            squashed = F.interpolate(both, size=size, mode="bilinear", antialias=True, align_corners=False)
+            self._wholes[index] = squashed.reshape(6, *size)
+        return self._wholes[index]
+
+    def with_wholes(self, picks: Sequence[int], batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """``batch`` plus the whole photos of ``picks`` when ``whole_size`` asks for them."""
+        if not self.whole_size:
+            return batch
+        return (*batch, torch.stack([self.whole(i) for i in picks]))
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
         """Random pairs, each cropped and turned the same way on both sides."""
         picks = torch.randint(len(self.sources), (count,)).tolist()
         stacked = random_crops([torch.cat([self.sources[i], self.targets[i]]) for i in picks], crop)
         stacked = paired_augmentation()(stacked)
-        return stacked[:, :3].contiguous(), stacked[:, 3:].contiguous(), torch.tensor([self.looks[i] for i in picks])
+        batch = (stacked[:, :3].contiguous(), stacked[:, 3:].contiguous(), torch.tensor([self.looks[i] for i in picks]))
+        return self.with_wholes(picks, batch)
+
+
+@dataclass
+class NativeCrops:
+    """Random crops of before/after pairs at their stored resolution, flipped and turned alike.
+
+    For local models (NAFNet, DiffIR), which must learn an edit's local parts (sharpening, local
+    contrast radius) at the scale they are used at, rather than from resized 30-100% crops. Batches
+    come out channels-last (faster convolutions and LayerNorm on the CPU). Whole photos come with the
+    batch as :class:`PairData` gives them.
+    """
+
+    pairs: PairData
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
+        """``count`` aligned (source, target) crops of ``crop`` pixels, and their look indices."""
+        pieces, looks = [], []
+        picks = torch.randint(len(self.pairs), (count,)).tolist()
+        for index in picks:
+            source, target = self.pairs.sources[index], self.pairs.targets[index]
+            height, width = source.shape[-2:]
+            top = int(torch.randint(max(1, height - crop + 1), ()))
+            left = int(torch.randint(max(1, width - crop + 1), ()))
+            piece = torch.cat([source, target])[:, top : top + crop, left : left + crop]
+            if piece.shape[-2:] != (crop, crop):  # a photo smaller than the crop: stretch it
+                piece = F.interpolate(piece[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
+            pieces.append(piece)
+            looks.append(self.pairs.looks[index])
+        stacked = paired_augmentation()(torch.stack(pieces))
+        source, target = (half.contiguous(memory_format=torch.channels_last) for half in (stacked[:, :3], stacked[:, 3:]))
+        return self.pairs.with_wholes(picks, (source, target, torch.tensor(looks)))
+
+    @property
+    def whole_size(self) -> int:
+        """The pairs' ``whole_size`` (see :class:`PairData`)."""
+        return self.pairs.whole_size
+
+    @whole_size.setter
+    def whole_size(self, size: int) -> None:
+        self.pairs.whole_size = size
 
 
 def load_pairs(pairs: Sequence[Pair], long_side: int, look: int = 0) -> PairData:
@@ -345,9 +415,9 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor, looks: torch.Tensor):
+    def forward(self, source: torch.Tensor, target: torch.Tensor, looks: torch.Tensor, *extra: torch.Tensor):
         """The wrapped model's ``training_loss`` (DDP syncs gradients of whatever runs in forward)."""
-        return self.model.training_loss(source, target, looks)
+        return self.model.training_loss(source, target, looks, *extra)
 
 
 def evaluate_pairs(
@@ -366,7 +436,8 @@ def evaluate_pairs(
             else:
                 if hasattr(model, "set_style") and getattr(model.config, "num_styles", 1) > 1:
                     model.set_style([1.0 if i == look else 0.0 for i in range(model.config.num_styles)])
-                prediction = model(source).clamp(0.0, 1.0)
+                forward = getattr(model, "validation_forward", None)
+                prediction = (forward(source, target) if forward else model(source)).clamp(0.0, 1.0)
             totals["psnr"] += float(metrics.psnr(prediction, target).clamp(max=100.0))
             totals["ssim"] += float(metrics.ssim(prediction, target))
             totals["delta_e"] += float(metrics.delta_e2000(prediction, target))
@@ -549,12 +620,19 @@ def train(
     with a ``validation`` set and a ``description`` stored in the checkpoint. ``report`` gets one-line
     messages (problems found, the split); by default they go to stderr on the main process.
     """
+    try:
+        model_name, config = resolve_preset(options.model, options.config)
+    except KeyError as e:
+        raise TrainError(str(e.args[0])) from None
+    options = dataclasses.replace(options, model=model_name, config=config)
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
     place = start_distributed(device)
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     if not place.main:
         say = lambda line: None  # noqa: E731 - one process speaks for the job
     try:
+        if options.model == "diffir":
+            return _train_diffir(options, data, validation, description, device, place, say)
         return _train(options, data, validation, description, device, place, say)
     finally:
         if place.world_size > 1:
@@ -575,12 +653,23 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--val-split must be in [0, 1)")
     if options.lr <= 0:
         raise TrainError("--lr must be positive")
+    if options.clip_grad is not None and options.clip_grad < 0:
+        raise TrainError("--clip-grad must be >= 0 (0 = no clipping)")
     if options.weight_decay < 0:
         raise TrainError("--weight-decay must be >= 0")
+    if options.stage is not None and (options.model != "diffir" or options.stage not in (1, 2)):
+        raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
 
 
-def _build_model(options: TrainOptions, look_names: list[str]) -> nn.Module:
-    """A fresh model (seeded) or the one being resumed."""
+def _build_model(options: TrainOptions, look_names: list[str], start_from: Path | None = None) -> nn.Module:
+    """A fresh model (seeded), the one being resumed, or (DiffIR) a stage-1 model to start stage 2 from."""
+    if start_from is not None:
+        try:
+            model = load_checkpoint(start_from).model
+        except CheckpointError as e:
+            raise TrainError(str(e)) from None
+        model.begin_stage2()
+        return model
     if options.resume is not None:
         try:
             return load_checkpoint(options.resume).model
@@ -676,7 +765,7 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
     return data, validation, description, split.look_names()
 
 
-def _train(options, data, validation, description, device, place, say) -> TrainResult:
+def _train(options, data, validation, description, device, place, say, start_from: Path | None = None) -> TrainResult:
     _check_options(options)
     state = _read_state(options.resume) if options.resume is not None else None
     if state is not None:
@@ -687,8 +776,14 @@ def _train(options, data, validation, description, device, place, say) -> TrainR
     validation = validation or PairData([], [], [], [])
     description = dict(description or {})
 
-    model = _build_model(options, look_names).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    model = _build_model(options, look_names, start_from).to(device).train()
+    whole_size = getattr(model, "prior_size", 0)  # the model reads whole photos too: the data must bring them
+    if whole_size and hasattr(data, "whole_size"):
+        data.whole_size = whole_size
+    # Frozen parts (DiffIR's stage-1 encoder in stage 2) stay out of the optimizer.
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
+    clip = options.clip_grad if options.clip_grad is not None else float(getattr(model, "clip_grad_norm", 0.0))
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -709,8 +804,11 @@ def _train(options, data, validation, description, device, place, say) -> TrainR
         record.update(
             model=options.model, steps=step, seconds=round(elapsed, 1), batch=options.batch,
             world_size=place.world_size, lr=options.lr, weight_decay=options.weight_decay, crop=options.crop,
+            clip_grad=clip,
             train_size=options.train_size, seed=options.seed,
         )
+        if getattr(model.config, "stage", None) is not None:
+            record["stage"] = model.config.stage
         if final:
             record["validation"] = final
         save_checkpoint(options.output, model, training=record)
@@ -728,16 +826,19 @@ def _train(options, data, validation, description, device, place, say) -> TrainR
                 break
             # Every step's random numbers come from (seed, rank, step) alone: resuming redraws them exactly.
             torch.manual_seed(step_seed(options.seed, place.rank, step))
-            source, target, looks = (t.to(device) for t in data.sample(options.batch, options.crop))
+            batch = [t.to(device) for t in data.sample(options.batch, options.crop)]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(options.lr, step, options.steps)
-            loss, parts = loss_module(source, target, looks)
+            loss, parts = loss_module(*batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            extra = {}
+            if clip > 0:
+                extra["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
             optimizer.step()
             step += 1
             row = {"step": step, "seconds": round(elapsed_before + time.monotonic() - began, 2),
-                   "lr": optimizer.param_groups[0]["lr"], "loss": float(loss.detach()), **parts}
+                   "lr": optimizer.param_groups[0]["lr"], "loss": float(loss.detach()), **parts, **extra}
             if place.main and len(validation) and (step % options.val_every == 0 or step == options.steps):
                 scores = evaluate_pairs(model, validation, device)
                 latest_psnr = scores["psnr"]
@@ -753,7 +854,8 @@ def _train(options, data, validation, description, device, place, say) -> TrainR
     elapsed = elapsed_before + time.monotonic() - began
     final: dict[str, dict[str, float]] = {}
     if place.main and len(validation):
-        final = {"identity": identity, options.model: evaluate_pairs(model, validation, device)}
+        label = getattr(model, "validation_label", options.model)
+        final = {"identity": identity, label: evaluate_pairs(model, validation, device)}
     save(step, elapsed, final)
     if place.main:
         say(f"{stopped_by}: {step} steps in {elapsed:.0f} s; wrote {options.output} (log {log.path})")
@@ -767,6 +869,27 @@ def _train(options, data, validation, description, device, place, say) -> TrainR
                        list(validation.names))
 
 
+def seconds_per_step(model: nn.Module, data: TrainingData, batch: int, crop: int, lr: float, trials: int = 4) -> float:
+    """Median time of one training step (forward, backward, AdamW) of a throwaway copy of ``model``.
+
+    Scripts fit their step count to a time budget with it, so the learning-rate schedule completes.
+    """
+    import copy
+
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    times = []
+    for _ in range(trials + 1):  # the first step pays one-time costs and is dropped
+        tensors = data.sample(batch, crop)
+        started = time.perf_counter()
+        loss, _parts = model.training_loss(*tensors)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
 def _agree_to_stop(mine: bool, place: Distributed) -> bool:
     """Every process stops at the same step: the main process's clock decides for all."""
     if place.world_size == 1:
@@ -776,3 +899,72 @@ def _agree_to_stop(mine: bool, place: Distributed) -> bool:
     flag = torch.tensor([1 if mine else 0], device=place.device)
     dist.broadcast(flag, src=0)
     return bool(flag.item())
+
+
+# ----------------------------------------------------------------------------------- DiffIR's stages
+
+
+def stage1_path(output: Path) -> Path:
+    """Where a two-stage DiffIR run keeps its stage-1 checkpoint: ``NAME.stage1.safetensors`` beside it."""
+    return output.with_name(f"{output.stem}.stage1{output.suffix or '.safetensors'}")
+
+
+def _checkpoint_stage(path: Path) -> int:
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as e:
+        raise TrainError(str(e)) from None
+    if checkpoint.name != "diffir":
+        raise TrainError(f"{path}: a {checkpoint.name!r} checkpoint, not diffir")
+    return int(checkpoint.model.config.stage)
+
+
+def _train_diffir(options, data, validation, description, device, place, say) -> TrainResult:
+    """DiffIR's two stages: ``--stage 1`` or ``--stage 2`` alone, or both in order (the default).
+
+    Both stages: ``--steps`` and ``--time-limit`` are split evenly (stage 2 gets whatever time stage 1
+    left); stage 1 writes ``NAME.stage1.safetensors`` (its own ``.state`` and log) and stage 2 starts
+    from it. ``--resume`` takes either stage's checkpoint and goes on from there. ``--stage 2 --resume``
+    with a stage-1 checkpoint starts stage 2 from it.
+    """
+    _check_options(options)
+    resumed = _checkpoint_stage(options.resume) if options.resume is not None else None
+    if options.stage == 1 and resumed == 2:
+        raise TrainError(f"{options.resume}: already at stage 2; resume it with --stage 2 (or without --stage)")
+    if options.stage == 2 and options.resume is None:
+        raise TrainError("--stage 2 starts from a stage-1 checkpoint: give it with --resume FILE")
+    if data is None:
+        data, validation, description, _looks = _pairs_data(options, say)
+    stage1_config = {**options.config, "stage": 1}
+    if options.stage == 1:
+        return _train(dataclasses.replace(options, config=stage1_config), data, validation, description, device, place, say)
+    if options.stage == 2:
+        if resumed == 1:
+            say(f"stage 2 of DiffIR, starting from {options.resume}")
+            return _train(dataclasses.replace(options, resume=None), data, validation, description, device, place, say,
+                          start_from=options.resume)
+        return _train(options, data, validation, description, device, place, say)
+
+    first_steps = max(1, options.steps // 2)
+    second_steps = max(1, options.steps - first_steps)
+    began = time.monotonic()
+    half = options.time_limit / 2 if options.time_limit is not None else None
+    if resumed == 2:
+        return _train(dataclasses.replace(options, steps=second_steps, time_limit=half), data, validation,
+                      description, device, place, say)
+    first = stage1_path(options.output)
+    first_log = options.log.with_name(f"{options.log.stem}.stage1{options.log.suffix}") if options.log else None
+    say(f"stage 1 of DiffIR ({first_steps} steps, prior read from the targets) -> {first}")
+    result = _train(
+        dataclasses.replace(options, output=first, steps=first_steps, time_limit=half, config=stage1_config,
+                            resume=options.resume if resumed == 1 else None, log=first_log),
+        data, validation, description, device, place, say,
+    )
+    if result.stopped_by == "interrupted":
+        return result
+    remaining = None
+    if options.time_limit is not None:
+        remaining = max(1.0, options.time_limit - (time.monotonic() - began))
+    say(f"stage 2 of DiffIR ({second_steps} steps, prior diffused from the source) -> {options.output}")
+    return _train(dataclasses.replace(options, steps=second_steps, time_limit=remaining, resume=None),
+                  data, validation, description, device, place, say, start_from=first)

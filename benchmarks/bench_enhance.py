@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import run_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOK = ROOT / "samples" / "looks" / "realestate.cube"
@@ -87,15 +89,10 @@ def run_autohdr(folder: Path, out: Path, workers: int) -> tuple[float, float, st
     """Run the CLI as a user would; returns (seconds, peak RSS in MB, its summary line)."""
     command = [sys.executable, "-m", "autohdr_cli", "enhance", str(folder), str(out), "--lut", str(LOOK),
                "--workers", str(workers)]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    _pid, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    stderr = process.stderr.read()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"autohdr failed ({process.returncode}): {stderr}")
-    return seconds, usage.ru_maxrss / 1024, stderr.strip().splitlines()[-1]
+    measured = run_measured(command)
+    if measured.returncode != 0:
+        raise SystemExit(f"autohdr failed ({measured.returncode}): {measured.stderr}")
+    return measured.seconds, measured.peak_mb, measured.stderr.strip().splitlines()[-1]
 
 
 def main() -> None:

@@ -27,9 +27,7 @@ Three measurements, each printed as it finishes:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import run_measured  # noqa: E402
 
 from autohdr_cli.checkpoint import default_weights_path, load_checkpoint, save_checkpoint
 from autohdr_cli.imageio import load_image
@@ -271,15 +272,12 @@ def bench_memory(model: NAFNet, photo: Path, megapixels: float, tile: int, overl
         save_checkpoint(weights, model)
         command = [sys.executable, "-m", "autohdr_cli", "enhance", str(inputs), str(outputs), "--weights", str(weights),
                    "--workers", "1", "--tile", str(tile), "--tile-overlap", str(overlap), "--device", "cpu"]
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        _pid, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"autohdr enhance failed: {process.stderr.read()}")
+        measured = run_measured(command)
+        if measured.returncode != 0:
+            raise SystemExit(f"autohdr enhance failed: {measured.stderr[-2000:]}")
         size = Image.open(inputs / "large.jpg").size
         print(f"memory: autohdr enhance on one {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} MP) JPEG: "
-              f"peak RSS {usage.ru_maxrss / 1024:.0f} MB, {seconds:.0f} s", flush=True)
+              f"peak RSS {measured.peak_mb:.0f} MB, {measured.seconds:.0f} s", flush=True)
 
 
 def bench_quality(model: NAFNet, pairs_folder: Path, lut: Path | None, tile: int, overlap: int) -> None:

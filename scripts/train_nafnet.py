@@ -19,60 +19,15 @@ rather than resized from 30-100% of the photo: a local model must learn the edit
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from autohdr_cli.models.nafnet import NAFNet, preset
-from autohdr_cli.train import PairData, TrainOptions, decode_split, paired_augmentation, parse_duration, split_folders, train
-
-
-@dataclass
-class NativeCrops:
-    """Random crops of before/after pairs at their stored resolution, flipped and turned alike.
-
-    Batches come out channels-last: NAFNet's convolutions and LayerNorm are faster so on the CPU.
-    """
-
-    pairs: PairData
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``count`` aligned (source, target) crops of ``crop`` pixels, and their look indices."""
-        pieces, looks = [], []
-        for index in torch.randint(len(self.pairs), (count,)).tolist():
-            source, target = self.pairs.sources[index], self.pairs.targets[index]
-            height, width = source.shape[-2:]
-            top = int(torch.randint(height - crop + 1, ()))
-            left = int(torch.randint(width - crop + 1, ()))
-            pieces.append(torch.cat([source, target])[:, top : top + crop, left : left + crop])
-            looks.append(self.pairs.looks[index])
-        stacked = paired_augmentation()(torch.stack(pieces)).contiguous(memory_format=torch.channels_last)
-        return stacked[:, :3], stacked[:, 3:], torch.tensor(looks)
-
-
-def seconds_per_step(config, data: NativeCrops, batch: int, crop: int, lr: float, trials: int = 5) -> float:
-    """Median time of a training step (forward, backward, Adam) on a throwaway model."""
-    model = NAFNet(copy.deepcopy(config)).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    times = []
-    for _ in range(trials + 1):
-        source, target, looks = data.sample(batch, crop)
-        started = time.perf_counter()
-        loss, _parts = model.training_loss(source, target, looks)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-    return sorted(times[1:])[len(times[1:]) // 2]
+from autohdr_cli.train import NativeCrops, TrainOptions, decode_split, parse_duration, seconds_per_step, split_folders, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = parse_duration(args.time_budget)
     steps = args.steps
     if not steps:
-        per_step = seconds_per_step(config, data, args.batch, args.crop, args.lr)
+        per_step = seconds_per_step(NAFNet(config), data, args.batch, args.crop, args.lr)
         steps = max(10, int(budget * 0.92 / per_step))  # leave room for checkpoints and the final validation
         print(f"{per_step:.2f} s per step: {steps} steps fit in {args.time_budget}", file=sys.stderr, flush=True)
     description = split.description(0.2, args.seed)

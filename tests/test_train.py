@@ -84,12 +84,20 @@ def test_train_cli_writes_checkpoint_log_and_summary(pairs, tmp_path):
     training = checkpoint.training
     assert training["steps"] == 4 and training["val_pairs"] == ["p2"] and training["train_pairs"] == 4
     assert set(training["validation"]) == {"identity", "lut"}
+    assert training["clip_grad"] == 0.0  # LUT models train unclipped unless --clip-grad says otherwise
     assert state_path(output).is_file()
     with open(output.with_suffix(".csv"), newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert rows[1]["val_psnr"] and not rows[0]["val_psnr"]
     assert float(rows[0]["loss"]) > 0 and "delta_e" in rows[0]
+    assert "grad_norm" not in rows[0]
+    clipped = tmp_path / "clipped.safetensors"
+    result = run_cli("train", str(pairs), "-o", str(clipped), "--steps", "2", "--clip-grad", "0.5", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(clipped).training["clip_grad"] == 0.5
+    with open(clipped.with_suffix(".csv"), newline="") as handle:
+        assert all(float(row["grad_norm"]) > 0 for row in csv.DictReader(handle))
 
 
 def test_train_lists_problems_and_refuses_too_few_pairs(tmp_path):
@@ -106,7 +114,8 @@ def test_train_lists_problems_and_refuses_too_few_pairs(tmp_path):
     "args, message",
     [(["--time-limit", "soon"], "--time-limit"), (["--config", "[1]"], "JSON object"),
      (["--config", "{bad"], "not JSON"), (["--model", "cube"], "untrainable"),
-     (["--config", '{"colour": 1}'], "unknown config key"), (["--val-split", "1.5"], "--val-split")],
+     (["--config", '{"colour": 1}'], "unknown config key"), (["--val-split", "1.5"], "--val-split"),
+     (["--model", "nafnet-huge"], "unknown model"), (["--clip-grad", "-1"], "--clip-grad")],
 )
 def test_train_usage_errors(pairs, tmp_path, args, message):
     result = run_cli("train", str(pairs), "-o", str(tmp_path / "x.safetensors"), "--steps", "1", *TINY_ARGS, *args)
@@ -228,3 +237,36 @@ def test_torchrun_two_cpu_processes(pairs, tmp_path):
     checkpoint = load_checkpoint(output)
     assert checkpoint.training["world_size"] == 2 and checkpoint.training["steps"] == 3
     assert finished.stderr.count("training on 4 pairs") == 1  # one process speaks for the job
+
+
+def test_native_crops_are_aligned_and_bring_whole_photos_when_asked(tmp_path):
+    from autohdr_cli.train import NativeCrops
+
+    folder = write_pairs(tmp_path / "pairs", count=3, size=(40, 30))
+    data = NativeCrops(load_pairs(find_pairs(folder).pairs, 40))
+    torch.manual_seed(0)
+    source, target, looks = data.sample(4, 16)
+    assert source.shape == target.shape == (4, 3, 16, 16) and looks.tolist() == [0, 0, 0, 0]
+    assert source.is_contiguous(memory_format=torch.channels_last)
+    # Targets are a fixed per-pixel function of the sources (write_pairs), so aligned crops fit it exactly.
+    expected = np.clip(source.numpy() ** 0.7 * np.array([1.05, 1.0, 0.9]).reshape(1, 3, 1, 1), 0, 1)
+    assert np.abs(expected - target.numpy()).mean() < 3 / 255
+    data.whole_size = 8
+    batch = data.sample(2, 50)  # larger than the photos: stretched, still aligned
+    assert len(batch) == 4 and batch[0].shape == (2, 3, 50, 50) and batch[3].shape == (2, 6, 8, 8)
+    torch.manual_seed(1)
+    picks = torch.randint(3, (2,)).tolist()
+    torch.manual_seed(1)
+    whole = data.sample(2, 16)[3]
+    for row, index in zip(whole, picks):
+        assert torch.equal(row, data.pairs.whole(index))
+
+
+def test_model_preset_names_train_that_preset_with_config_overrides(pairs, tmp_path):
+    output = tmp_path / "preset.safetensors"
+    result = run_cli("train", str(pairs), "-o", str(output), "--model", "nafnet-medium", "--config", '{"width": 4}',
+                     "--steps", "1", "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(output)
+    assert checkpoint.name == "nafnet"
+    assert checkpoint.config["width"] == 4 and checkpoint.config["enc_blocks"] == [1, 1, 2, 2]  # medium's depths

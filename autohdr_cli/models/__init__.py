@@ -10,6 +10,8 @@ import typing
 
 from torch import nn
 
+from . import diffir, nafnet
+from .diffir import DiffIR
 from .lut import AdaptiveLUT, StaticLUT
 from .nafnet import NAFNet
 from .nilut import NILUT
@@ -19,7 +21,27 @@ MODELS: dict[str, type[nn.Module]] = {
     "lut": AdaptiveLUT,
     "nilut": NILUT,
     "nafnet": NAFNet,
+    "diffir": DiffIR,
 }
+
+
+#: Named configurations of the models that have them, for ``autohdr train --model NAME-PRESET``.
+PRESETS: dict[str, dict] = {"nafnet": nafnet.PRESETS, "diffir": diffir.PRESETS}
+
+
+def resolve_preset(name: str, config: dict | None = None) -> tuple[str, dict]:
+    """``("nafnet-base", {...})`` -> ``("nafnet", base preset's fields updated by the given config)``.
+
+    A plain model name comes back as it is. Raises KeyError for an unknown model or preset.
+    """
+    config = dict(config or {})
+    if name in MODELS:
+        return name, config
+    model, _, preset_name = name.partition("-")
+    if model not in PRESETS or preset_name not in PRESETS[model]:
+        known = sorted(MODELS) + [f"{m}-{p}" for m, presets in PRESETS.items() for p in presets]
+        raise KeyError(f"unknown model {name!r} (known: {', '.join(known)})")
+    return model, {**dataclasses.asdict(PRESETS[model][preset_name]), **config}
 
 
 def _coerce(value, annotation):

@@ -175,6 +175,9 @@ class NAFNet(nn.Module):
     """
 
     config_class = NAFNetConfig
+    #: Gradients are clipped to this norm in training (``autohdr train --clip-grad`` overrides): deep
+    #: residual networks meet the odd crop whose gradient would throw the weights far off.
+    clip_grad_norm = 1.0
     #: Convolutional: the pipeline runs it on overlapping tiles (:func:`autohdr_cli.tiling.enhance_tiled`).
     tileable = True
 
