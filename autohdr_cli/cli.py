@@ -51,9 +51,6 @@ def main(
 
 def _pick_model_file(lut: Optional[Path], weights: Optional[Path], model: Optional[str]) -> Path:
     """The one model file an enhance run uses, from --lut, --weights, --model or the shipped default."""
-    from .checkpoint import default_weights_path
-    from .models import MODELS
-
     given = [name for name, value in (("--lut", lut), ("--weights", weights), ("--model", model)) if value]
     if len(given) > 1:
         raise _usage_error(f"give only one of --lut, --weights and --model (got {' and '.join(given)})")
@@ -61,6 +58,9 @@ def _pick_model_file(lut: Optional[Path], weights: Optional[Path], model: Option
         return lut
     if weights:
         return weights
+    from .checkpoint import default_weights_path
+    from .models import MODELS
+
     if model:
         if model not in MODELS:
             raise _usage_error(f"--model {model}: unknown model (known: {', '.join(sorted(MODELS))})")
@@ -130,8 +130,7 @@ def enhance(
     """
     import sys
 
-    from .checkpoint import CheckpointError, load_model
-    from .cube import CubeError
+    from .cube import CubeError, read_cube
     from .pipeline import OUTPUT_FORMATS, EnhanceOptions, UsageError, enhance_folder, parse_shard
     from .progress import ProgressReporter
 
@@ -144,10 +143,21 @@ def enhance(
     except ValueError as e:
         raise _usage_error(str(e)) from None
     model_file = _pick_model_file(lut, weights, model)
-    try:
-        enhancer_model = load_model(model_file)
-    except (CheckpointError, CubeError) as e:
-        raise _usage_error(str(e)) from None
+    if model_file.suffix.lower() == ".cube":
+        # A .cube look runs on numpy alone: torch is never imported (two seconds of start-up saved).
+        if style is not None:
+            raise _usage_error("--style is for models that hold several looks (nilut), not a .cube LUT")
+        try:
+            enhancer_model = read_cube(model_file)
+        except CubeError as e:
+            raise _usage_error(str(e)) from None
+    else:
+        from .checkpoint import CheckpointError, load_model
+
+        try:
+            enhancer_model = load_model(model_file)
+        except (CheckpointError, CubeError) as e:
+            raise _usage_error(str(e)) from None
     if style is not None:
         from .models.nilut import set_style_from_text
 

@@ -59,7 +59,7 @@ from .metrics import (
 from .models.lut import StaticLUT
 from .progress import ProgressBar
 from .pairs import Pair, PairsError, photos_by_stem, find_pairs, image_size, split_pairs
-from .pipeline import enhance_tensor
+from .inference import enhance_tensor
 
 #: Name of the baseline that leaves the source as it is.
 IDENTITY = "identity"

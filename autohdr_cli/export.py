@@ -38,7 +38,7 @@ from .imageio import PhotoError, atomic_write_bytes, load_image
 from .models import name_of
 from .models.lut import apply_lut, identity_lut, lookup_batched, lut_to_table
 from .models.nilut import set_style_from_text
-from .pipeline import is_global, predict_luts
+from .inference import is_global, predict_luts
 
 FORMATS = ("cube", "onnx", "pt2", "safetensors")
 SUFFIX_FORMATS = {".cube": "cube", ".onnx": "onnx", ".pt2": "pt2", ".safetensors": "safetensors"}

@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import uuid
+import weakref
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -130,8 +132,11 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def read_photo(path: str | os.PathLike) -> Photo:
-    """Decode a photo file into a :class:`Photo`; raises :class:`PhotoError` with a short reason."""
+def read_photo(path: str | os.PathLike, pool: BufferPool | None = None) -> Photo:
+    """Decode a photo file into a :class:`Photo`; raises :class:`PhotoError` with a short reason.
+
+    8-bit RGB JPEG and PNG files are decoded straight into an RGBX buffer, from ``pool`` if given.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -155,7 +160,7 @@ def read_photo(path: str | os.PathLike) -> Photo:
         elif kind == "png" and len(head) >= 25 and head[24] == 16:
             photo = _read_png16(path)
         else:
-            photo = _read_pillow(path)
+            photo = _read_pillow(path, pool)
     except PhotoError:
         raise
     except MemoryError:
@@ -265,9 +270,123 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _read_pillow(path: Path) -> Photo:
-    with Image.open(path) as image:
+def rgbx_buffer(pixels: np.ndarray) -> np.ndarray | None:
+    """The ``H x W x 4`` bytes whose first three per pixel ``pixels`` is a view of, or None.
+
+    8-bit photos decoded by :func:`read_photo` (and LUT results from :mod:`autohdr_cli.fastlut`) live in
+    such buffers, Pillow's own layout for RGB, so they reach the codec and the LUT table without copies.
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        return None
+    height, width, _ = pixels.shape
+    if height == 0 or width == 0 or pixels.strides != (4 * width, 4, 1):
+        return None
+    owner = pixels
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    start = pixels.__array_interface__["data"][0]
+    owner_start = owner.__array_interface__["data"][0]
+    # The fourth byte of the last pixel must lie inside memory that the owner really holds.
+    if not owner.flags.c_contiguous or start < owner_start or start + 4 * height * width > owner_start + owner.nbytes:
+        return None
+    return np.lib.stride_tricks.as_strided(pixels, shape=(height, width, 4), strides=(4 * width, 4, 1))
+
+
+class BufferPool:
+    """Reuses the large RGBX pixel buffers of photos that are finished with.
+
+    A fresh 80 MB buffer (a 20 MP photo) costs ~45 ms of page faults on first touch, about half the
+    time of decoding the JPEG into it; a buffer handed back and taken again costs nothing. Only
+    buffers this pool made can come back, each once, and at most ``keep`` wait unused.
+    """
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self._free: list[np.ndarray] = []
+        # Weak: a buffer whose photo failed is simply freed with it.
+        self._lent: dict[int, weakref.ref] = {}
+        self._lock = threading.Lock()
+
+    def take(self, height: int, width: int) -> np.ndarray:
+        """An ``H x W x 4`` uint8 buffer (contents undefined)."""
+        size = height * width * 4
+        with self._lock:
+            for index, buffer in enumerate(self._free):
+                if buffer.nbytes >= size:
+                    del self._free[index]
+                    break
+            else:
+                buffer = np.empty(size, dtype=np.uint8)
+            self._lent[_address(buffer)] = weakref.ref(buffer)
+        return buffer[:size].reshape(height, width, 4)
+
+    def give(self, pixels: np.ndarray | None) -> None:
+        """Hand back the buffer behind ``pixels`` (from :meth:`take`); anything else is ignored."""
+        if pixels is None:
+            return
+        with self._lock:
+            reference = self._lent.pop(_address(pixels), None)
+            buffer = reference() if reference is not None else None
+            if buffer is not None:
+                self._free.append(buffer)
+                del self._free[: -self.keep or len(self._free)]
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _map_rgbx(buffer: np.ndarray):
+    """A Pillow RGB image core whose pixel memory is ``buffer`` (``H x W x 4`` uint8), or None."""
+    height, width, _ = buffer.shape
+    try:
+        return Image.core.map_buffer(buffer, (width, height), "raw", 0, ("RGB", 0, 1))
+    except (AttributeError, TypeError, ValueError):  # a Pillow without this private hook: copy instead
+        return None
+
+
+#: Formats decoded straight into an RGBX buffer (their decoders write through Pillow's image memory).
+_DIRECT_FORMATS = ("JPEG", "PNG")
+
+
+def _decode_into_rgbx(image: Image.Image, pool: BufferPool | None) -> np.ndarray | None:
+    """Decode an 8-bit RGB file into an ``H x W x 4`` buffer (no copy afterwards), or None."""
+    if image.format not in _DIRECT_FORMATS or image.mode != "RGB":
+        return None
+    width, height = image.size
+    buffer = pool.take(height, width) if pool else np.empty((height, width, 4), dtype=np.uint8)
+    core = _map_rgbx(buffer)
+    if core is None:
+        if pool:
+            pool.give(buffer)
+        return None
+    image.im = core
+    try:
         image.load()
+    except BaseException:
+        if pool:
+            pool.give(buffer)
+        raise
+    if image.im is not core:  # Pillow replaced the memory after all: use what it decoded
+        return None
+    return buffer
+
+
+def _read_pillow(path: Path, pool: BufferPool | None = None) -> Photo:
+    with Image.open(path) as image:
+        direct = _decode_into_rgbx(image, pool)
+        if direct is None:
+            image.load()
+        exif = image.info.get("exif")
+        icc = image.info.get("icc_profile")
+        orientation = _orientation_from_exif(exif)
+        if direct is not None:
+            if orientation != 1:
+                oriented = np.ascontiguousarray(orient(direct, orientation))
+                if pool:
+                    pool.give(direct)
+                direct = oriented
+            return Photo(direct[:, :, :3], None, icc or None, reset_orientation(exif) if exif else None)
         exif = image.info.get("exif")
         icc = image.info.get("icc_profile")
         orientation = _orientation_from_exif(exif)
@@ -378,7 +497,9 @@ def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: b
     dtype = output_dtype(photo, fmt)
     rgb = _convert_samples(photo.pixels, dtype)
     alpha = None if (photo.alpha is None or fmt == "jpeg") else _convert_samples(photo.alpha, dtype)
-    samples = np.ascontiguousarray(rgb if alpha is None else np.dstack([rgb, alpha]))
+    samples = rgb if alpha is None else np.dstack([rgb, alpha])
+    if fmt == "tiff" or dtype != np.uint8 or rgbx_buffer(samples) is None:
+        samples = np.ascontiguousarray(samples)
     icc = None if strip_metadata else photo.icc
     exif = None if strip_metadata else photo.exif
     buffer = io.BytesIO()
@@ -402,7 +523,12 @@ def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: b
 
         data = imagecodecs.png_encode(samples, level=3)
         return _png_add_metadata(data, icc, exif)
-    image = Image.fromarray(samples, "RGBA" if alpha is not None else "RGB")
+    if fmt == "jpeg":
+        return _encode_jpeg(samples, quality, icc, exif)
+    if alpha is None:
+        image = pillow_image(samples)
+    else:
+        image = Image.fromarray(samples, "RGBA")
     options: dict = {}
     if icc:
         options["icc_profile"] = icc
@@ -417,6 +543,68 @@ def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: b
     else:
         raise PhotoError(f"unknown output format {fmt!r}")
     return buffer.getvalue()
+
+
+def pillow_image(pixels: np.ndarray) -> Image.Image:
+    """8-bit ``H x W x 3`` pixels as a Pillow RGB image: over the same memory when they sit in an RGBX
+    buffer (see :func:`rgbx_buffer`), else a copy."""
+    buffer = rgbx_buffer(pixels)
+    core = _map_rgbx(buffer) if buffer is not None else None
+    if core is None:
+        return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+    return Image.new("RGB", (0, 0))._new(core)
+
+
+def _encode_jpeg(rgb: np.ndarray, quality: int, icc: bytes | None, exif: bytes | None) -> bytes:
+    """Baseline JPEG, 4:4:4, through libjpeg-turbo in imagecodecs.
+
+    The bytes are the same as Pillow's ``save(quality=q, subsampling=0)`` (tested), but imagecodecs
+    releases the GIL while it compresses and Pillow does not, so encode workers run in parallel
+    (measured: 8 photos of 20 MP in 2 threads, 1.13 s with Pillow, 0.54 s here). It also reads the
+    RGBX buffers photos are decoded into (see :func:`rgbx_buffer`) without a copy.
+    """
+    import imagecodecs
+
+    buffer = rgbx_buffer(rgb)
+    if buffer is not None:
+        samples, colorspace = np.ascontiguousarray(buffer), imagecodecs.JPEG8.CS.EXT_RGBX
+    else:
+        samples, colorspace = np.ascontiguousarray(rgb), imagecodecs.JPEG8.CS.RGB
+    data = imagecodecs.jpeg8_encode(
+        samples, level=quality, colorspace=colorspace, outcolorspace=imagecodecs.JPEG8.CS.YCbCr, subsampling=(1, 1)
+    )
+    return _jpeg_add_metadata(bytes(data), icc, exif)
+
+
+#: Largest payload of one JPEG marker segment (its length field counts itself).
+_JPEG_SEGMENT_MAX = 65533
+_ICC_CHUNK = _JPEG_SEGMENT_MAX - 14  # "ICC_PROFILE\0", sequence number, count
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def _jpeg_add_metadata(data: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """Insert EXIF (APP1) and ICC (APP2, split in chunks) after the JFIF header, where Pillow puts them."""
+    extra = b""
+    if exif:
+        payload = exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif
+        if len(payload) > _JPEG_SEGMENT_MAX:
+            raise PhotoError(f"cannot encode as jpeg: EXIF block too long ({len(payload)} bytes)")
+        extra += _jpeg_segment(0xE1, payload)
+    if icc:
+        chunks = [icc[i : i + _ICC_CHUNK] for i in range(0, len(icc), _ICC_CHUNK)]
+        if len(chunks) > 255:
+            raise PhotoError(f"cannot encode as jpeg: ICC profile too long ({len(icc)} bytes)")
+        for number, chunk in enumerate(chunks, start=1):
+            extra += _jpeg_segment(0xE2, b"ICC_PROFILE\x00" + bytes([number, len(chunks)]) + chunk)
+    if not extra:
+        return data
+    position = 2
+    if data[2:4] == b"\xff\xe0":
+        position += 2 + struct.unpack(">H", data[4:6])[0]
+    return data[:position] + extra + data[position:]
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

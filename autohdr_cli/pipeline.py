@@ -1,4 +1,8 @@
-"""Enhancing photos: one model call on tensors, and the streaming folder pipeline around it."""
+"""The streaming folder pipeline: list, decode, enhance, encode and report, never losing a photo.
+
+Torch is not imported here: a ``.cube`` look runs through :class:`TableEnhancer` (numpy only), and
+models go through :class:`autohdr_cli.inference.ModelEnhancer`, imported when a model is given.
+"""
 
 from __future__ import annotations
 
@@ -14,57 +18,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
-from .imageio import FORMAT_EXTENSION, TEMP_MARKER, Photo, PhotoError, format_of, quantize, read_photo, to_float, write_photo
+from .cube import CubeLUT, identity_table
 from .fastlut import apply_table, expand_lut
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, enhance_tiled
-from .models.lut import PILLOW_MAX_SIZE, apply_lut, apply_lut_uint8, blend_lut, make_thumbnail
+from .imageio import (
+    FORMAT_EXTENSION,
+    TEMP_MARKER,
+    BufferPool,
+    Photo,
+    PhotoError,
+    format_of,
+    read_photo,
+    rgbx_buffer,
+    write_photo,
+)
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def is_global(model: nn.Module) -> bool:
-    """True for models that turn each photo into one 3D LUT (applied by the pipeline at full size)."""
-    return hasattr(model, "predict_lut")
-
-
-def predict_luts(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Ask a global model for one LUT per image (``B x 3 x S x S x S``), from a thumbnail if it wants one."""
-    size = getattr(model, "thumbnail_size", 0)
-    thumbnails = make_thumbnail(images, size) if size else images[:, :, :1, :1]
-    return model.predict_lut(thumbnails)
-
-
-def enhance_tensor(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    strength: float = 1.0,
-    device: str | torch.device | None = None,
-) -> torch.Tensor:
-    """Enhance float images in [0, 1] (``3 x H x W`` or ``B x 3 x H x W``) with any autohdr model.
-
-    ``strength`` blends the result with the input (0 = input unchanged, 1 = full effect). The result is
-    on the input's device, clipped to [0, 1], same shape as the input.
-    """
-    single = images.dim() == 3
-    batch = images.unsqueeze(0) if single else images
-    source_device = batch.device
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    batch = batch.to(device, torch.float32)
-    with torch.inference_mode():
-        if is_global(model):
-            normalize = getattr(model, "normalize_input", None)
-            luts = blend_lut(predict_luts(model, batch), strength)
-            result = apply_lut(normalize(batch) if normalize else batch, luts)
-        else:
-            result = model(batch)
-            if strength != 1.0:
-                result = batch + (result - batch) * strength
-        result = result.clamp(0.0, 1.0).to(source_device)
-    return result[0] if single else result
-
+#: Convolutional models run on tiles of this many pixels, overlapping by at least this many.
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
 
 # ------------------------------------------------------------------------------------ folder pipeline
 
@@ -246,24 +223,6 @@ def count_jobs(source: Path, options: EnhanceOptions) -> int:
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when there is a GPU; ``cuda[:N]`` must exist; raises UsageError otherwise."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: expected auto, cpu or cuda[:N]") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: no CUDA GPU is available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
-    elif device.type != "cpu":
-        raise UsageError(f"--device {name!r}: expected auto, cpu or cuda[:N]")
-    return device
-
-
 class ReportWriter:
     """Streams one record per file to ``--report`` (JSON lines or CSV), flushed as it goes."""
 
@@ -296,7 +255,7 @@ class ReportWriter:
             "output": result.output,
             "status": result.status,
             "seconds": round(result.seconds, 4),
-            "megapixels": round(result.megapixels, 3),
+            "megapixels": round(result.megapixels, 6),  # exact: pixels / 1e6
             "error": result.error,
         }
         if self._csv is not None:
@@ -312,115 +271,77 @@ class ReportWriter:
 
 
 @dataclass
-class _Decoded:
+class Decoded:
+    """A photo read by a decode worker, with the model's thumbnail when it wants one (a torch tensor)."""
+
     photo: Photo
-    thumbnail: torch.Tensor | None
+    thumbnail: object | None
     started: float
 
 
-class Enhancer:
-    """Runs one model over photos: the per-photo steps the folder pipeline spreads over threads.
+class TableEnhancer:
+    """Applies a ``.cube`` look to photos with numpy alone (see :mod:`autohdr_cli.fastlut`).
 
-    Global (LUT) models: the decode thread also makes the thumbnail, the model thread predicts a LUT
-    (milliseconds), and the encode thread applies it at full size: for 8-bit photos on the CPU through
-    a table of all 256³ colours (:mod:`autohdr_cli.fastlut`), which runs without the GIL, so threads
-    scale. Other models run on the model thread.
+    The table of all 256³ colours is expanded once and shared by the encode threads. Photos that are
+    not 8-bit (16-bit TIFF or PNG, float TIFF) go through the trilinear torch path instead, which is
+    imported the first time such a photo comes.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device,
-        strength: float = 1.0,
-        tile: int = DEFAULT_TILE,
-        tile_overlap: int = DEFAULT_OVERLAP,
-    ):
-        self.model = model.to(device).eval()
-        self.device = device
+    def __init__(self, cube: CubeLUT, strength: float = 1.0, pool: BufferPool | None = None):
+        self.cube = cube
+        self.pool = pool
         self.strength = strength
-        self.tile, self.tile_overlap = tile, tile_overlap
-        self.global_model = is_global(model)
-        self.thumbnail_size = getattr(model, "thumbnail_size", 0) if self.global_model else 0
-        self._shared_lut: torch.Tensor | None = None
-        self._shared_table: torch.Tensor | None = None
-        self._table_lock = threading.Lock()
-        config = getattr(model, "config", None)
-        self.custom_domain = bool(
-            config is not None
-            and (
-                tuple(getattr(config, "domain_min", (0, 0, 0))) != (0, 0, 0)
-                or tuple(getattr(config, "domain_max", (1, 1, 1))) != (1, 1, 1)
-            )
-        )
+        table = cube.table.astype(np.float32)
+        if strength != 1.0:
+            identity = identity_table(cube.size)
+            table = identity + (table - identity) * np.float32(strength)
+        self.table = expand_lut(table.transpose(3, 0, 1, 2))
+        self._fallback = None
+        self._fallback_lock = threading.Lock()
 
-    def decode(self, path: Path) -> _Decoded:
-        """Read a photo (worker thread) and make the model's thumbnail if it needs one."""
+    def decode(self, path: Path) -> Decoded:
+        """Read a photo (worker thread)."""
         started = time.perf_counter()
-        photo = read_photo(path)
-        thumbnail = None
-        if self.thumbnail_size:
-            thumbnail = self._thumbnail(photo.pixels)
-        return _Decoded(photo, thumbnail, started)
+        return Decoded(read_photo(path, self.pool), None, started)
 
-    def _thumbnail(self, pixels: np.ndarray) -> torch.Tensor:
-        # A box reduction in Pillow (C, no GIL) first, so the float conversion touches few pixels.
-        from PIL import Image
-
-        size = self.thumbnail_size
-        factor = max(1, min(pixels.shape[0], pixels.shape[1]) // (2 * size))
-        if pixels.dtype == np.uint8 and factor > 1:
-            small = np.asarray(Image.fromarray(pixels, "RGB").reduce(factor))
-        else:
-            small = pixels[:: max(1, factor), :: max(1, factor)]
-        tensor = torch.from_numpy(np.ascontiguousarray(to_float(small).transpose(2, 0, 1))).unsqueeze(0)
-        return make_thumbnail(tensor, size)
-
-    def infer(self, decoded: _Decoded) -> Callable[[], Photo]:
-        """Run the model (model thread); returns the rest of the work, to run in an encode thread."""
+    def infer(self, decoded: Decoded) -> Callable[[], Photo]:
+        """Nothing to run on a model thread: the whole lookup is left to the encode thread."""
         photo = decoded.photo
-        with torch.inference_mode():
-            if self.global_model:
-                if self.thumbnail_size == 0:  # the same LUT for every photo: predict and expand it once
-                    if self._shared_lut is None:
-                        self._shared_lut = self._predict(torch.zeros(1, 3, 1, 1))
-                    lut = self._shared_lut
-                else:
-                    lut = self._predict(decoded.thumbnail)
-                return lambda: photo.with_pixels(self._apply_lut(photo, lut))
-            images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
-            if getattr(self.model, "tileable", False):
-                result = enhance_tiled(self.model, images, self.tile, self.tile_overlap)
-            else:
-                result = self.model(images)
-            if self.strength != 1.0:
-                result = images + (result - images) * self.strength
-            pixels = result[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
-        return lambda: photo.with_pixels(quantize(pixels, photo.pixels.dtype))
+        if photo.pixels.dtype == np.uint8:
+            return lambda: photo.with_pixels(apply_table(photo.pixels, self.table, self._output_buffer(photo)))
+        return self._trilinear().infer(decoded)
 
-    def _predict(self, thumbnail: torch.Tensor) -> torch.Tensor:
-        return blend_lut(self.model.predict_lut(thumbnail.to(self.device)), self.strength)[0]
+    def _output_buffer(self, photo: Photo) -> np.ndarray | None:
+        return self.pool.take(photo.height, photo.width) if self.pool else None
 
-    def _table_for(self, lut: torch.Tensor) -> torch.Tensor:
-        if lut is self._shared_lut:
-            with self._table_lock:  # encode threads share one expansion of the shared LUT
-                if self._shared_table is None:
-                    self._shared_table = expand_lut(lut)
-                return self._shared_table
-        return expand_lut(lut)
+    def _trilinear(self):
+        with self._fallback_lock:
+            if self._fallback is None:
+                from .inference import ModelEnhancer, resolve_device
+                from .models.lut import StaticLUT
 
-    def _apply_lut(self, photo: Photo, lut: torch.Tensor) -> np.ndarray:
-        pixels = photo.pixels
-        if pixels.dtype == np.uint8 and self.device.type == "cpu" and not self.custom_domain:
-            if lut is not self._shared_lut and lut.shape[-1] <= PILLOW_MAX_SIZE:
-                # A LUT used once: expanding it to 256³ colours costs more than Pillow's direct lookup.
-                return apply_lut_uint8(pixels, lut.cpu())
-            return apply_table(pixels, self._table_for(lut))
-        images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
-        with torch.inference_mode():
-            normalize = getattr(self.model, "normalize_input", None)
-            result = apply_lut(normalize(images) if normalize else images, lut.to(self.device))
-            pixels_out = result[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        return quantize(pixels_out, pixels.dtype)
+                model = StaticLUT.from_cube(self.cube)
+                self._fallback = ModelEnhancer(model, resolve_device("cpu"), self.strength)
+            return self._fallback
+
+
+def has_unit_domain(cube: CubeLUT) -> bool:
+    """Whether a ``.cube`` LUT covers inputs 0..1, the only domain the 8-bit table path handles."""
+    return tuple(cube.domain_min) == (0.0, 0.0, 0.0) and tuple(cube.domain_max) == (1.0, 1.0, 1.0)
+
+
+def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None):
+    """The per-photo worker for a model or a ``.cube`` LUT (a torch-free one where it can be)."""
+    if isinstance(model, CubeLUT) and options.device in ("auto", "cpu") and has_unit_domain(model):
+        return TableEnhancer(model, options.strength, pool)
+    from .inference import ModelEnhancer, resolve_device
+
+    device = resolve_device(options.device)
+    if isinstance(model, CubeLUT):
+        from .models.lut import StaticLUT
+
+        model = StaticLUT.from_cube(model)
+    return ModelEnhancer(model, device, options.strength, options.tile, options.tile_overlap, pool)
 
 
 def _reason(error: BaseException) -> str:
@@ -435,7 +356,7 @@ def _reason(error: BaseException) -> str:
 
 
 def enhance_folder(
-    model: nn.Module,
+    model: "nn.Module | CubeLUT",
     source: Path,
     output: Path,
     options: EnhanceOptions,
@@ -445,6 +366,8 @@ def enhance_folder(
 ) -> Summary:
     """Enhance every photo under ``source`` into ``output`` (mirroring the tree) and return the summary.
 
+    ``model`` is any autohdr model or a parsed ``.cube`` file (:func:`autohdr_cli.cube.read_cube`).
+
     Decoding and encoding run in ``options.workers`` threads each while the model runs; at most a few
     photos per worker are in memory at any time, whatever the size of the folder. One bad photo never
     stops the batch: it becomes a failed :class:`FileResult`. Ctrl-C stops cleanly: photos already
@@ -452,7 +375,6 @@ def enhance_folder(
     """
     source, output = Path(source), Path(output)
     check_folders(source, output)
-    device = resolve_device(options.device)
     report = ReportWriter(options.report)
     summary = Summary()
     started = time.perf_counter()
@@ -479,25 +401,34 @@ def enhance_folder(
                 else:
                     record(FileResult(str(job.source), str(job.output), "planned"))
             return summary
-        enhancer = Enhancer(model, device, options.strength, options.tile, options.tile_overlap)
-        _run_jobs(enhancer, list_jobs(source, output, options), options, record, summary)
+        workers = options.workers or os.cpu_count() or 1
+        # Spare buffers kept: one per worker is enough for the steady state (measured: more only adds
+        # to peak memory, 80 MB each at 20 MP).
+        pool = BufferPool(keep=workers)
+        enhancer = make_enhancer(model, options, pool)
+        _run_jobs(enhancer, list_jobs(source, output, options), options, record, summary, pool)
     finally:
         summary.seconds = time.perf_counter() - started
         report.close()
     return summary
 
 
-def _run_jobs(enhancer: Enhancer, jobs: Iterator[Job], options: EnhanceOptions, record, summary: Summary) -> None:
+def _run_jobs(
+    enhancer, jobs: Iterator[Job], options: EnhanceOptions, record, summary: Summary, pool: BufferPool
+) -> None:
     workers = options.workers or os.cpu_count() or 1
     fmt = None if options.output_format == "same" else _FORMAT_NAMES[options.output_format]
     stop = threading.Event()
 
-    def finish(job: Job, decoded: _Decoded, render: Callable[[], Photo]) -> FileResult:
+    def finish(job: Job, decoded: Decoded, render: Callable[[], Photo]) -> FileResult:
         if stop.is_set():
             raise InterruptedError("interrupted before writing")
         photo = render()
         job.output.parent.mkdir(parents=True, exist_ok=True)
         write_photo(job.output, photo, fmt=fmt, quality=options.quality, strip_metadata=options.strip_metadata)
+        # Both photos are done with: their buffers serve the next ones (a failed photo's are just freed).
+        pool.give(rgbx_buffer(decoded.photo.pixels))
+        pool.give(rgbx_buffer(photo.pixels))
         return FileResult(
             str(job.source), str(job.output), "done", time.perf_counter() - decoded.started, photo.megapixels
         )

@@ -30,9 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Defaults of ``autohdr enhance --tile/--tile-overlap``: 512 px tiles overlapping by 32 px.
-DEFAULT_TILE = 512
-DEFAULT_OVERLAP = 32
+from .pipeline import DEFAULT_OVERLAP, DEFAULT_TILE  # enhance's --tile/--tile-overlap defaults
+
 #: Tiles per model call on a GPU (where batching fills the device). On a CPU one tile a call is fastest:
 #: measured 2606 ms/MP for one 256 px tile against 3027 for two, because a tile's feature maps then stay
 #: in cache and below the allocator's mmap threshold (no page faults on every layer).

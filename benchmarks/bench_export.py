@@ -37,7 +37,7 @@ from autohdr_cli.export import (
     ExportFailed, cube_from_model, human_size, needs_image, onnx_bytes, pt2_bytes, trace_program,
 )
 from autohdr_cli.models import MODELS, build
-from autohdr_cli.pipeline import is_global
+from autohdr_cli.inference import is_global
 
 #: Small configs for a quick run (the same as the tests use).
 TINY_CONFIGS = {

@@ -42,7 +42,7 @@ from autohdr_cli.checkpoint import load_checkpoint
 from autohdr_cli.imageio import load_image
 from autohdr_cli.models.lut import apply_lut, identity_lut
 from autohdr_cli.pairs import find_pairs, split_pairs
-from autohdr_cli.pipeline import enhance_tensor
+from autohdr_cli.inference import enhance_tensor
 from autohdr_cli.train import DegradationRanges, degrade, random_degradations, resize_long_side
 
 #: Seed of the benchmark's degradations (distinct from training's and the validation's).

@@ -141,7 +141,7 @@ timing = {
     "inputs": len(inputs),
     "total_seconds": round(seconds, 3),
     "seconds_per_photo": round(seconds / len(done), 4) if done else None,
-    "megapixels": round(megapixels, 3),
+    "megapixels": round(megapixels, 6),
     "megapixels_per_second": round(megapixels / seconds, 3),
     "photo_seconds_sum": round(sum(float(r["seconds"]) for r in done), 3),
     "device": device_description(device_option),

@@ -21,7 +21,7 @@ from autohdr_cli.imageio import Photo, quantize, write_photo
 from autohdr_cli.metrics import delta_e2000, psnr, ssim
 from autohdr_cli.models.lut import StaticLUT
 from autohdr_cli.pairs import find_pairs, split_pairs
-from autohdr_cli.pipeline import enhance_tensor
+from autohdr_cli.inference import enhance_tensor
 
 from conftest import gradient, save_rgb
 

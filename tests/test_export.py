@@ -22,7 +22,7 @@ from autohdr_cli.export import CHECK_SHAPE, TRACE_SHAPE, ExportFailed, check_clo
 from autohdr_cli.imageio import load_image, quantize
 from autohdr_cli.models import MODELS, build
 from autohdr_cli.models.lut import identity_lut, table_to_lut
-from autohdr_cli.pipeline import enhance_tensor, is_global
+from autohdr_cli.inference import enhance_tensor, is_global
 
 from conftest import gradient, save_rgb, warm_table
 

@@ -181,3 +181,44 @@ def test_truncated_jpeg_is_reported_as_truncated(tmp_path):
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(PhotoError, match="truncated"):
         read_photo(path)
+
+
+@pytest.mark.parametrize("name", ["p.jpg", "p.png"])
+def test_8bit_rgb_decodes_exactly_as_pillow_does(tmp_path, name):
+    # JPEG and PNG are decoded straight into an RGBX buffer: the pixels must be Pillow's, bit for bit.
+    save_rgb(tmp_path / name, gradient(37, 53, seed=4), quality=90)
+    photo = read_photo(tmp_path / name)
+    assert photo.pixels.shape == (37, 53, 3) and photo.pixels.dtype == np.uint8
+    assert np.array_equal(photo.pixels, np.asarray(Image.open(tmp_path / name).convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    "icc, exif",
+    [(None, None), ("srgb", "exif"), ("large", "exif"), ("srgb", None), (None, "exif")],
+)
+def test_jpeg_files_are_the_bytes_pillow_writes(tmp_path, icc, exif):
+    # Our JPEG encoder (libjpeg-turbo through imagecodecs, run without the GIL) must write what
+    # Pillow's save(quality, subsampling=0) writes, metadata included; a large profile spans several
+    # APP2 segments.
+    profile = {"srgb": _srgb_icc(), "large": _srgb_icc() + bytes(range(256)) * 600, None: None}[icc]
+    exif_bytes = _exif_with_orientation(1) if exif else None
+    pixels = gradient(29, 41, seed=7)
+    write_photo(tmp_path / "ours.jpg", Photo(pixels, icc=profile, exif=exif_bytes), quality=90)
+    options = {k: v for k, v in (("icc_profile", profile), ("exif", exif_bytes)) if v}
+    Image.fromarray(pixels).save(tmp_path / "pillow.jpg", quality=90, subsampling=0, **options)
+    assert (tmp_path / "ours.jpg").read_bytes() == (tmp_path / "pillow.jpg").read_bytes()
+    back = Image.open(tmp_path / "ours.jpg")
+    assert back.info.get("icc_profile") == profile
+
+
+def test_decoded_photo_writes_the_same_jpeg_as_a_plain_array(tmp_path):
+    # A decoded photo sits in an RGBX buffer and goes to the encoder without a copy; the file must
+    # not depend on that.
+    save_rgb(tmp_path / "in.png", gradient(23, 31, seed=8))
+    photo = read_photo(tmp_path / "in.png")
+    write_photo(tmp_path / "a.jpg", photo)
+    write_photo(tmp_path / "b.jpg", photo.with_pixels(np.ascontiguousarray(photo.pixels)))
+    write_photo(tmp_path / "a.webp", photo)
+    write_photo(tmp_path / "b.webp", photo.with_pixels(np.ascontiguousarray(photo.pixels)))
+    assert (tmp_path / "a.jpg").read_bytes() == (tmp_path / "b.jpg").read_bytes()
+    assert (tmp_path / "a.webp").read_bytes() == (tmp_path / "b.webp").read_bytes()

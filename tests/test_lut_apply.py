@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 from autohdr_cli.cube import CubeLUT, write_cube
 from autohdr_cli.fastlut import apply_table, expand_lut
 from autohdr_cli.imageio import read_photo
-from autohdr_cli.models.lut import StaticLUT, apply_lut, apply_lut_uint8, identity_lut, table_to_lut
+from autohdr_cli.models.lut import StaticLUT, apply_lut, identity_lut, table_to_lut
 
 from conftest import gradient, save_rgb, warm_table
 
@@ -47,13 +47,6 @@ def test_chunked_lookup_equals_whole_lookup():
     image = torch.rand(1, 3, 40, 50)
     lut = table_to_lut(_random_table(5))
     assert torch.allclose(apply_lut(image, lut, chunk_pixels=333), apply_lut(image, lut), atol=1e-6)
-
-
-def test_pillow_fast_path_agrees_with_torch_path():
-    pixels = gradient(32, 40)
-    lut = table_to_lut(warm_table(17))
-    fast = apply_lut_uint8(pixels, lut)
-    assert np.abs(fast.astype(int) - _torch_lookup_uint8(pixels, warm_table(17)).astype(int)).max() <= 1
 
 
 def test_lookup_is_differentiable_in_the_lut():
@@ -104,3 +97,25 @@ def test_expanded_table_agrees_with_pillow_and_torch_within_one_level(size):
 def test_expanded_identity_is_exact():
     pixels = np.random.default_rng(0).integers(0, 256, (30, 30, 3), dtype=np.uint8)
     assert (apply_table(pixels, expand_lut(identity_lut(9))) == pixels).all()
+
+
+def test_table_lookup_reads_rgbx_buffers_whatever_their_fourth_byte():
+    rng = np.random.default_rng(11)
+    rgbx = rng.integers(0, 256, (19, 27, 4), dtype=np.uint8)  # fourth byte random, not 255
+    table = expand_lut(table_to_lut(_random_table(9, seed=2)))
+    out = np.empty((19, 27, 4), dtype=np.uint8)
+    from_buffer = apply_table(rgbx[:, :, :3], table, out)
+    from_plain = apply_table(np.ascontiguousarray(rgbx[:, :, :3]), table)
+    assert np.array_equal(from_buffer, from_plain)
+    assert np.shares_memory(from_buffer, out)  # written where it was asked to be
+    with pytest.raises(ValueError):
+        apply_table(rgbx[:, :, :3], table, np.empty((19, 28, 4), dtype=np.uint8))
+
+
+def test_expansion_takes_numpy_or_torch_and_matches_the_gradient_photo():
+    lut = table_to_lut(warm_table(17))
+    pixels = gradient(32, 40)
+    from_torch = apply_table(pixels, expand_lut(lut))
+    from_numpy = apply_table(pixels, expand_lut(lut.numpy()))
+    assert np.array_equal(from_torch, from_numpy)
+    assert np.abs(from_torch.astype(int) - _torch_lookup_uint8(pixels, warm_table(17)).astype(int)).max() <= 1

@@ -20,7 +20,7 @@ from autohdr_cli.models.lut import (
     soft_histogram,
 )
 from autohdr_cli.models.nilut import NILUT, NILUTConfig
-from autohdr_cli.pipeline import enhance_tensor
+from autohdr_cli.inference import enhance_tensor
 
 TINY_LUT = {"lut_size": 7, "num_basis": 2, "thumbnail_size": 16, "widths": (4, 8), "hidden": 8, "histogram_bins": 4}
 TINY_NILUT = {"width": 8, "depth": 2, "grid_size": 9}

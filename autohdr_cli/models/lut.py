@@ -105,25 +105,6 @@ def blend_lut(luts: torch.Tensor, strength: float) -> torch.Tensor:
     return identity_lut(luts.shape[-1], luts.dtype).to(luts.device) * (1.0 - strength) + luts * strength
 
 
-def apply_lut_uint8(rgb: np.ndarray, lut: torch.Tensor) -> np.ndarray:
-    """Apply a LUT to 8-bit ``H x W x 3`` pixels with Pillow's Color3DLUT (fast, releases the GIL).
-
-    Pillow interpolates trilinearly in 16-bit fixed point; the result agrees with :func:`apply_lut`
-    within one level. Pillow takes LUT sizes 2..65 only: callers use :func:`apply_lut` beyond that.
-    """
-    from PIL import Image, ImageFilter
-
-    size = lut.shape[-1]
-    table = lut_to_table(lut).reshape(-1)
-    image = Image.fromarray(rgb, "RGB")
-    filtered = image.filter(ImageFilter.Color3DLUT(size, table, channels=3))
-    return np.asarray(filtered)
-
-
-#: Largest LUT that :func:`apply_lut_uint8` accepts.
-PILLOW_MAX_SIZE = 65
-
-
 @dataclass
 class StaticLUTConfig:
     """A fixed 3D LUT of ``size`` points per axis, e.g. loaded from a ``.cube`` file."""

@@ -1,0 +1,188 @@
+"""Running torch models on photos: one call on tensors, and the per-photo steps of the folder pipeline.
+
+Kept apart from :mod:`autohdr_cli.pipeline` so that a run that only applies a ``.cube`` file never
+imports torch (about two seconds of start-up on a small machine).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .fastlut import apply_table, expand_lut
+from .imageio import BufferPool, Photo, pillow_image, quantize, read_photo, to_float
+from .models.lut import apply_lut, blend_lut, make_thumbnail
+from .pipeline import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, UsageError
+from .tiling import enhance_tiled
+
+
+def is_global(model: nn.Module) -> bool:
+    """True for models that turn each photo into one 3D LUT (applied by the pipeline at full size)."""
+    return hasattr(model, "predict_lut")
+
+
+def predict_luts(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Ask a global model for one LUT per image (``B x 3 x S x S x S``), from a thumbnail if it wants one."""
+    size = getattr(model, "thumbnail_size", 0)
+    thumbnails = make_thumbnail(images, size) if size else images[:, :, :1, :1]
+    return model.predict_lut(thumbnails)
+
+
+def enhance_tensor(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    strength: float = 1.0,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Enhance float images in [0, 1] (``3 x H x W`` or ``B x 3 x H x W``) with any autohdr model.
+
+    ``strength`` blends the result with the input (0 = input unchanged, 1 = full effect). The result is
+    on the input's device, clipped to [0, 1], same shape as the input.
+    """
+    single = images.dim() == 3
+    batch = images.unsqueeze(0) if single else images
+    source_device = batch.device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    batch = batch.to(device, torch.float32)
+    with torch.inference_mode():
+        if is_global(model):
+            normalize = getattr(model, "normalize_input", None)
+            luts = blend_lut(predict_luts(model, batch), strength)
+            result = apply_lut(normalize(batch) if normalize else batch, luts)
+        else:
+            result = model(batch)
+            if strength != 1.0:
+                result = batch + (result - batch) * strength
+        result = result.clamp(0.0, 1.0).to(source_device)
+    return result[0] if single else result
+
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when there is a GPU; ``cuda[:N]`` must exist; raises UsageError otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r}: expected auto, cpu or cuda[:N]") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA GPU is available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name!r}: expected auto, cpu or cuda[:N]")
+    return device
+
+
+
+class ModelEnhancer:
+    """Runs one model over photos: the per-photo steps the folder pipeline spreads over threads.
+
+    Global (LUT) models: the decode thread also makes the thumbnail, the model thread predicts a LUT
+    (milliseconds), and the encode thread applies it at full size: for 8-bit photos on the CPU through
+    a table of all 256³ colours (:mod:`autohdr_cli.fastlut`; expanding a LUT costs ~80 ms, a third of
+    Pillow's direct trilinear lookup on a 12 MP photo), which runs without the GIL, so threads scale.
+    Other models run on the model thread.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        strength: float = 1.0,
+        tile: int = DEFAULT_TILE,
+        tile_overlap: int = DEFAULT_OVERLAP,
+        pool: BufferPool | None = None,
+    ):
+        self.model = model.to(device).eval()
+        self.pool = pool
+        self.device = device
+        self.strength = strength
+        self.tile, self.tile_overlap = tile, tile_overlap
+        self.global_model = is_global(model)
+        self.thumbnail_size = getattr(model, "thumbnail_size", 0) if self.global_model else 0
+        self._shared_lut: torch.Tensor | None = None
+        self._shared_table: np.ndarray | None = None
+        self._table_lock = threading.Lock()
+        config = getattr(model, "config", None)
+        self.custom_domain = bool(
+            config is not None
+            and (
+                tuple(getattr(config, "domain_min", (0, 0, 0))) != (0, 0, 0)
+                or tuple(getattr(config, "domain_max", (1, 1, 1))) != (1, 1, 1)
+            )
+        )
+
+    def decode(self, path: Path) -> Decoded:
+        """Read a photo (worker thread) and make the model's thumbnail if it needs one."""
+        started = time.perf_counter()
+        photo = read_photo(path, self.pool)
+        thumbnail = None
+        if self.thumbnail_size:
+            thumbnail = self._thumbnail(photo.pixels)
+        return Decoded(photo, thumbnail, started)
+
+    def _thumbnail(self, pixels: np.ndarray) -> torch.Tensor:
+        # A box reduction in Pillow (C, no GIL) first, so the float conversion touches few pixels.
+        size = self.thumbnail_size
+        factor = max(1, min(pixels.shape[0], pixels.shape[1]) // (2 * size))
+        if pixels.dtype == np.uint8 and factor > 1:
+            small = np.asarray(pillow_image(pixels).reduce(factor))
+        else:
+            small = pixels[:: max(1, factor), :: max(1, factor)]
+        tensor = torch.from_numpy(np.ascontiguousarray(to_float(small).transpose(2, 0, 1))).unsqueeze(0)
+        return make_thumbnail(tensor, size)
+
+    def infer(self, decoded: Decoded) -> Callable[[], Photo]:
+        """Run the model (model thread); returns the rest of the work, to run in an encode thread."""
+        photo = decoded.photo
+        with torch.inference_mode():
+            if self.global_model:
+                if self.thumbnail_size == 0:  # the same LUT for every photo: predict and expand it once
+                    if self._shared_lut is None:
+                        self._shared_lut = self._predict(torch.zeros(1, 3, 1, 1))
+                    lut = self._shared_lut
+                else:
+                    lut = self._predict(decoded.thumbnail)
+                return lambda: photo.with_pixels(self._apply_lut(photo, lut))
+            images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
+            if getattr(self.model, "tileable", False):
+                result = enhance_tiled(self.model, images, self.tile, self.tile_overlap)
+            else:
+                result = self.model(images)
+            if self.strength != 1.0:
+                result = images + (result - images) * self.strength
+            pixels = result[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
+        return lambda: photo.with_pixels(quantize(pixels, photo.pixels.dtype))
+
+    def _predict(self, thumbnail: torch.Tensor) -> torch.Tensor:
+        return blend_lut(self.model.predict_lut(thumbnail.to(self.device)), self.strength)[0]
+
+    def _table_for(self, lut: torch.Tensor) -> np.ndarray:
+        if lut is self._shared_lut:
+            with self._table_lock:  # encode threads share one expansion of the shared LUT
+                if self._shared_table is None:
+                    self._shared_table = expand_lut(lut)
+                return self._shared_table
+        return expand_lut(lut)
+
+    def _apply_lut(self, photo: Photo, lut: torch.Tensor) -> np.ndarray:
+        pixels = photo.pixels
+        if pixels.dtype == np.uint8 and self.device.type == "cpu" and not self.custom_domain:
+            out = self.pool.take(photo.height, photo.width) if self.pool else None
+            return apply_table(pixels, self._table_for(lut), out)
+        images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
+        with torch.inference_mode():
+            normalize = getattr(self.model, "normalize_input", None)
+            result = apply_lut(normalize(images) if normalize else images, lut.to(self.device))
+            pixels_out = result[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        return quantize(pixels_out, pixels.dtype)
