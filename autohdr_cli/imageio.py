@@ -311,10 +311,10 @@ class BufferPool:
         """An ``H x W x 4`` uint8 buffer (contents undefined)."""
         size = height * width * 4
         with self._lock:
-            for index, buffer in enumerate(self._free):
-                if buffer.nbytes >= size:
-                    del self._free[index]
-                    break
+            # Best fit: photos and LUT tables differ in size, and each should get its own kind back.
+            fits = [i for i, buffer in enumerate(self._free) if buffer.nbytes >= size]
+            if fits:
+                buffer = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
             else:
                 buffer = np.empty(size, dtype=np.uint8)
             self._lent[_address(buffer)] = weakref.ref(buffer)
@@ -329,7 +329,8 @@ class BufferPool:
             buffer = reference() if reference is not None else None
             if buffer is not None:
                 self._free.append(buffer)
-                del self._free[: -self.keep or len(self._free)]
+                if len(self._free) > self.keep:  # let the smallest go: a large one serves any size
+                    del self._free[min(range(len(self._free)), key=lambda i: self._free[i].nbytes)]
 
 
 def _address(array: np.ndarray) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fastlut import apply_table, expand_lut
+from .fastlut import LEVELS, apply_table, expand_lut
 from .imageio import BufferPool, Photo, pillow_image, quantize, read_photo, to_float
 from .models.lut import apply_lut, blend_lut, make_thumbnail
 from .pipeline import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, UsageError
@@ -167,19 +167,26 @@ class ModelEnhancer:
     def _predict(self, thumbnail: torch.Tensor) -> torch.Tensor:
         return blend_lut(self.model.predict_lut(thumbnail.to(self.device)), self.strength)[0]
 
-    def _table_for(self, lut: torch.Tensor) -> np.ndarray:
-        if lut is self._shared_lut:
-            with self._table_lock:  # encode threads share one expansion of the shared LUT
-                if self._shared_table is None:
-                    self._shared_table = expand_lut(lut)
-                return self._shared_table
-        return expand_lut(lut)
+    def _shared_table_for(self, lut: torch.Tensor) -> np.ndarray:
+        with self._table_lock:  # encode threads share one expansion of the shared LUT
+            if self._shared_table is None:
+                self._shared_table = expand_lut(lut)
+            return self._shared_table
 
     def _apply_lut(self, photo: Photo, lut: torch.Tensor) -> np.ndarray:
         pixels = photo.pixels
         if pixels.dtype == np.uint8 and self.device.type == "cpu" and not self.custom_domain:
             out = self.pool.take(photo.height, photo.width) if self.pool else None
-            return apply_table(pixels, self._table_for(lut), out)
+            if lut is self._shared_lut:
+                return apply_table(pixels, self._shared_table_for(lut), out)
+            # A per-photo table: its 64 MiB come from the pool too (first touch of fresh memory is
+            # ~30% of the expansion's time).
+            table_buffer = self.pool.take(LEVELS * LEVELS, LEVELS) if self.pool else None  # 256³ words
+            table = expand_lut(lut, None if table_buffer is None else table_buffer.reshape(-1))
+            result = apply_table(pixels, table, out)
+            if self.pool:
+                self.pool.give(table_buffer)
+            return result
         images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
         with torch.inference_mode():
             normalize = getattr(self.model, "normalize_input", None)

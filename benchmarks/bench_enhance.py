@@ -12,6 +12,9 @@ then times, in one run and on the same files:
 3. the I/O floor: Pillow decode + save alone, single-threaded and in as many threads as autohdr uses.
 
 It prints photos per second for each and the ratios, plus autohdr's peak memory (max RSS).
+
+With ``--weights lut.safetensors`` it instead times an image-adaptive LUT model against the static
+``.cube`` path (the same model's LUT for one photo, baked by ``autohdr export``), both run and start-up.
 Absolute times drift on shared machines; the ratios measured in one run are what to compare.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,9 +89,9 @@ def pillow_threads(photos: list[Path], out: Path, lut, threads: int) -> float:
     return time.perf_counter() - started
 
 
-def run_autohdr(folder: Path, out: Path, workers: int) -> tuple[float, float, str]:
+def run_autohdr(folder: Path, out: Path, workers: int, *model: str) -> tuple[float, float, str]:
     """Run the CLI as a user would; returns (seconds, peak RSS in MB, its summary line)."""
-    command = [sys.executable, "-m", "autohdr_cli", "enhance", str(folder), str(out), "--lut", str(LOOK),
+    command = [sys.executable, "-m", "autohdr_cli", "enhance", str(folder), str(out), *(model or ("--lut", str(LOOK))),
                "--workers", str(workers)]
     measured = run_measured(command)
     if measured.returncode != 0:
@@ -103,7 +107,16 @@ def main() -> None:
     parser.add_argument("--megapixels", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "autohdr-bench")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="also time this image-adaptive LUT model against its own LUT baked to a static .cube "
+        "(what the thumbnail predictor and a per-photo table cost); skips the Pillow comparisons",
+    )
     args = parser.parse_args()
+    if args.weights:
+        compare_adaptive(args)
+        return
 
     photos = make_large_photos(args.photos, args.work / f"in-{args.megapixels:g}mp", args.count, args.megapixels)
     total_mp = sum(np.prod(Image.open(p).size) for p in photos) / 1e6
@@ -134,6 +147,37 @@ def main() -> None:
     for name, secs in results.items():
         if name != "autohdr enhance --lut":
             print(f"  vs {name:42s} {secs / ours:5.2f}x")
+
+
+def _seconds_in_run(summary: str) -> float:
+    """The seconds in autohdr's summary line ("... in 2.0 s (...)"): the run without start-up."""
+    return float(summary.rsplit(" in ", 1)[1].split(" s", 1)[0])
+
+
+def compare_adaptive(args) -> None:
+    """``--weights``: an image-adaptive model against the static ``.cube`` path on the same photos."""
+    photos = make_large_photos(args.photos, args.work / f"in-{args.megapixels:g}mp", args.count, args.megapixels)
+    cube = args.work / "baked.cube"
+    subprocess.run(
+        [sys.executable, "-m", "autohdr_cli", "export", str(args.weights), "--format", "cube", "-o", str(cube),
+         "--image", str(photos[0])],
+        check=True, capture_output=True,
+    )
+    runs: dict[str, list[tuple[float, float, float]]] = {"static .cube": [], "adaptive": []}
+    for _repeat in range(3):  # alternated, best of three: shared machines drift
+        for name, model in (("static .cube", ("--lut", str(cube))), ("adaptive", ("--weights", str(args.weights)))):
+            out = args.work / f"adaptive-{name[:6]}"
+            shutil.rmtree(out, ignore_errors=True)
+            seconds, peak_mb, summary = run_autohdr(photos[0].parent, out, args.workers, *model)
+            runs[name].append((seconds, _seconds_in_run(summary), peak_mb))
+    print(f"{len(photos)} photos, {args.megapixels:g} MP each, {args.workers} workers, {os.cpu_count()} cores")
+    best = {}
+    for name, measured in runs.items():
+        wall, in_run, peak = min(m[0] for m in measured), min(m[1] for m in measured), max(m[2] for m in measured)
+        best[name] = (wall, in_run)
+        print(f"  {name:14s} wall {wall:6.2f} s   in run (no start-up) {in_run:6.2f} s   peak {peak:5.0f} MB")
+    print(f"  adaptive / static: {best['adaptive'][1] / best['static .cube'][1]:.2f}x in run, "
+          f"{best['adaptive'][0] / best['static .cube'][0]:.2f}x wall (start-up: torch and the model)")
 
 
 if __name__ == "__main__":

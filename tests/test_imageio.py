@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from autohdr_cli.imageio import Photo, PhotoError, read_photo, reset_orientation, write_photo
+from autohdr_cli.imageio import BufferPool, Photo, PhotoError, read_photo, reset_orientation, write_photo
 
 from conftest import gradient, save_rgb
 
@@ -222,3 +222,20 @@ def test_decoded_photo_writes_the_same_jpeg_as_a_plain_array(tmp_path):
     write_photo(tmp_path / "b.webp", photo.with_pixels(np.ascontiguousarray(photo.pixels)))
     assert (tmp_path / "a.jpg").read_bytes() == (tmp_path / "b.jpg").read_bytes()
     assert (tmp_path / "a.webp").read_bytes() == (tmp_path / "b.webp").read_bytes()
+
+
+def test_buffer_pool_reuses_the_best_fitting_buffer_and_keeps_few():
+    pool = BufferPool(keep=2)
+    small, large = pool.take(10, 10), pool.take(20, 20)
+    small_address, large_address = small.ctypes.data, large.ctypes.data
+    pool.give(small)
+    pool.give(large)
+    pool.give(large)  # twice: ignored
+    pool.give(np.empty((10, 10, 4), np.uint8))  # not the pool's: ignored
+    assert pool.take(5, 5).ctypes.data == small_address  # the smallest that fits
+    again = pool.take(15, 15)
+    assert again.ctypes.data == large_address and again.shape == (15, 15, 4)
+    taken = [pool.take(8, 8) for _ in range(4)]
+    for buffer in taken:
+        pool.give(buffer)
+    assert len({pool.take(8, 8).ctypes.data for _ in range(4)} & {b.ctypes.data for b in taken}) == 2
