@@ -102,8 +102,13 @@ def to_float(array: np.ndarray) -> np.ndarray:
 
 
 def quantize(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round float values in [0, 1] to ``dtype`` (uint8, uint16; float32 is clipped only)."""
+    """Round float values in [0, 1] to ``dtype`` (uint8, uint16; float32 is clipped only).
+
+    Samples that already have the integer type ``dtype`` (rounded on a GPU) are returned as they are.
+    """
     dtype = np.dtype(dtype)
+    if array.dtype == dtype and dtype.kind == "u":
+        return array
     if dtype == np.float32:
         return np.clip(array, 0.0, 1.0).astype(np.float32, copy=False)
     top = 255.0 if dtype == np.uint8 else 65535.0

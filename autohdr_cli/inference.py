@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .fastlut import LEVELS, apply_table, expand_lut
-from .imageio import BufferPool, Photo, pillow_image, quantize, read_photo, to_float
+from .imageio import BufferPool, Photo, pillow_image, quantize, read_photo, rgbx_buffer, to_float
 from .models.lut import apply_lut, blend_lut, make_thumbnail
 from .pipeline import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, UsageError
 from .tiling import enhance_tiled
@@ -82,6 +82,45 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError(f"--device {name!r}: expected auto, cpu or cuda[:N]")
     return device
 
+
+
+def pixels_to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``H x W x 3`` samples (uint8, uint16 or float32) as a ``1 x 3 x H x W`` float32 tensor in [0, 1].
+
+    On CUDA the samples travel as stored (8-bit ones in their RGBX buffer: a third of float32's
+    bytes), from pinned memory with a non-blocking copy, and become floats on the GPU.
+    """
+    if device.type != "cuda":
+        return torch.from_numpy(np.ascontiguousarray(to_float(pixels).transpose(2, 0, 1))).unsqueeze(0)
+    buffer = rgbx_buffer(pixels)
+    if buffer is not None:
+        samples = np.ascontiguousarray(buffer)
+    elif pixels.dtype == np.uint16:
+        samples = pixels.astype(np.int32)  # torch has few uint16 kernels
+    else:
+        samples = np.ascontiguousarray(pixels)
+    host = torch.from_numpy(samples).pin_memory()
+    images = host.to(device, non_blocking=True)[:, :, :3].permute(2, 0, 1).unsqueeze(0).float()
+    if pixels.dtype == np.uint8:
+        return images / 255.0
+    if pixels.dtype == np.uint16:
+        return images / 65535.0
+    return images.clamp(0.0, 1.0)
+
+
+def pixels_from_device(result: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """A ``1 x 3 x H x W`` result as ``H x W x 3`` samples for :func:`autohdr_cli.imageio.quantize`.
+
+    On CUDA, 8- and 16-bit results are rounded on the GPU, so a quarter (half) of float32's bytes
+    come back; elsewhere the float pixels are returned as they are.
+    """
+    image = result[0].clamp(0.0, 1.0).permute(1, 2, 0).float()
+    dtype = np.dtype(dtype)
+    if image.device.type != "cuda" or dtype not in (np.uint8, np.uint16):
+        return image.cpu().numpy()
+    if dtype == np.uint8:
+        return (image * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+    return (image * 65535.0 + 0.5).to(torch.int32).cpu().numpy().astype(np.uint16)
 
 
 class ModelEnhancer:
@@ -154,14 +193,14 @@ class ModelEnhancer:
                 else:
                     lut = self._predict(decoded.thumbnail)
                 return lambda: photo.with_pixels(self._apply_lut(photo, lut))
-            images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
+            images = pixels_to_device(photo.pixels, self.device)
             if getattr(self.model, "tileable", False):
                 result = enhance_tiled(self.model, images, self.tile, self.tile_overlap)
             else:
                 result = self.model(images)
             if self.strength != 1.0:
                 result = images + (result - images) * self.strength
-            pixels = result[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
+            pixels = pixels_from_device(result, photo.pixels.dtype)
         return lambda: photo.with_pixels(quantize(pixels, photo.pixels.dtype))
 
     def _predict(self, thumbnail: torch.Tensor) -> torch.Tensor:
@@ -187,9 +226,8 @@ class ModelEnhancer:
             if self.pool:
                 self.pool.give(table_buffer)
             return result
-        images = torch.from_numpy(photo.to_float()).unsqueeze(0).to(self.device)
         with torch.inference_mode():
+            images = pixels_to_device(pixels, self.device)
             normalize = getattr(self.model, "normalize_input", None)
             result = apply_lut(normalize(images) if normalize else images, lut.to(self.device))
-            pixels_out = result[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        return quantize(pixels_out, pixels.dtype)
+            return quantize(pixels_from_device(result, pixels.dtype), pixels.dtype)
