@@ -285,6 +285,9 @@ class PaddedGraph(nn.Module):
         if hasattr(self.model, "estimate_prior"):
             # DiffIR reads its prior from the photo as it is, before padding: so must the graph.
             result = self.model(padded, [self.model.estimate_prior(images)])
+        elif getattr(getattr(self.model, "config", None), "whole_context", 0):
+            # A NAFNet with whole-photo statistics reads them before padding too.
+            result = self.model(padded, self.model.image_context(images))
         else:
             result = self.model(padded)
         return F.pad(result, (0, width - result.shape[-1], 0, height - result.shape[-2]))

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=192)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (stage 1: 1e-3, stage 2: 5e-4)")
     parser.add_argument("--train-size", type=int, default=1536, help="pairs are decoded at this long side")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the held-out split (0: the one autohdr train/evaluate use by default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 is fastest on a shared machine (0 = torch's default)")
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     lr = args.lr if args.lr is not None else (1e-3 if args.stage == 1 else 5e-4)
 
-    split = split_folders([args.pairs], 0.2, args.seed)
+    split = split_folders([args.pairs], 0.2, args.split_seed)
     train_pairs, validation = decode_split(split, args.train_size)
     data = NativeCrops(train_pairs)
     output = stage1_path(args.output) if args.stage == 1 else args.output
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         per_step = seconds_per_step(model, data, args.batch, args.crop, lr)
         steps = max(10, int(budget * 0.9 / per_step))  # room for checkpoints and the final validation
         print(f"{per_step:.2f} s per step: {steps} steps fit in {args.time_budget}", file=sys.stderr, flush=True)
-    description = split.description(0.2, args.seed)
+    description = split.description(0.2, args.split_seed)
     description.update(
         data=f"{description['train_pairs']} pairs of {args.pairs}, native-resolution {args.crop} px crops",
         recipe="scripts/train_diffir.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=192)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--train-size", type=int, default=1536, help="pairs are decoded at this long side")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the held-out split (0: the one autohdr train/evaluate use by default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 is fastest on a shared machine (0 = torch's default)")
@@ -52,16 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     config = preset(args.preset, **json.loads(args.config))
-    split = split_folders([args.pairs], 0.2, args.seed)
+    split = split_folders([args.pairs], 0.2, args.split_seed)
     train_pairs, validation = decode_split(split, args.train_size)
     data = NativeCrops(train_pairs)
+    data.whole_size = config.whole_context  # crops bring their whole photos when the model reads them
     budget = parse_duration(args.time_budget)
     steps = args.steps
     if not steps:
         per_step = seconds_per_step(NAFNet(config), data, args.batch, args.crop, args.lr)
         steps = max(10, int(budget * 0.92 / per_step))  # leave room for checkpoints and the final validation
         print(f"{per_step:.2f} s per step: {steps} steps fit in {args.time_budget}", file=sys.stderr, flush=True)
-    description = split.description(0.2, args.seed)
+    description = split.description(0.2, args.split_seed)
     description.update(
         data=f"{description['train_pairs']} pairs of {args.pairs}, native-resolution {args.crop} px crops",
         recipe="scripts/train_nafnet.py " + " ".join(argv if argv is not None else sys.argv[1:]),

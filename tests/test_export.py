@@ -311,3 +311,21 @@ def test_info_reads_cube_files_and_refuses_bad_ones(run, look, tmp_path):
     bad.write_bytes(b"not a checkpoint at all")
     result = run("info", bad)
     assert result.exit_code == 2 and "bad.safetensors" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_nafnet_with_whole_context_exports_and_reproduces_itself(fmt, run, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    # Its statistics come from the unpadded photo: the exported graph must read them there too
+    # (export checks the reloaded program against PyTorch and writes nothing if they differ).
+    torch.manual_seed(0)
+    model = build("nafnet", {"width": 4, "enc_blocks": [1, 1], "dec_blocks": [1, 1], "whole_context": 16})
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("beta", "gamma")) or name.startswith("ending"):
+                parameter.normal_(0.0, 0.3)
+    save_checkpoint(tmp_path / "whole.safetensors", model.eval())
+    result = run("export", tmp_path / "whole.safetensors", "--format", fmt, "-o", tmp_path / f"whole.{fmt}")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / f"whole.{fmt}").stat().st_size > 0

@@ -154,3 +154,34 @@ def test_exports_with_torch_export():
     exported = torch.export.export(model, (images,))
     with torch.no_grad():
         assert torch.allclose(exported.module()(images), model(images), atol=1e-6)
+
+
+def test_whole_context_takes_the_statistics_of_the_squashed_photo():
+    model = tiny_model(seed=3, config=dataclasses.replace(TINY, whole_context=16))
+    images = photo(40, 52, seed=4)
+    with torch.no_grad():
+        squashed = F.interpolate(images, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+        context = model.image_context(images)
+        assert all(torch.allclose(a, b) for a, b in zip(context, model.image_context(squashed)))
+        # Without a context the photo's own squashed statistics are used: the same result.
+        assert torch.allclose(model(images), model(images, context), atol=1e-5)
+        # A crop of the photo given the photo's context is that part of the whole result.
+        crop = images[..., 8:32, 12:44]
+        plain = NAFNet(dataclasses.replace(TINY, whole_context=0)).eval()
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(model(crop), model(crop, context), atol=1e-4)
+        assert torch.allclose(model(crop, context), plain(crop, context), atol=1e-5)
+
+
+def test_whole_context_training_reads_the_whole_photos_given():
+    torch.manual_seed(0)
+    model = NAFNet(dataclasses.replace(TINY, whole_context=16)).train()
+    assert model.prior_size == 16
+    source = photo(32, 32, seed=3).repeat(2, 1, 1, 1)
+    target = (source * 1.25 + 0.05).clamp(0, 1)
+    whole = torch.cat([photo(16, 16, seed=5), photo(16, 16, seed=6)]).repeat(1, 2, 1, 1)  # 2 x 6 x 16 x 16
+    loss, _parts = model.training_loss(source, target, None, whole)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(ValueError):
+        NAFNetConfig(width=4, enc_blocks=(1, 1), dec_blocks=(1, 1), whole_context=2)

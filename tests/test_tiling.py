@@ -125,3 +125,13 @@ def test_enhance_cli_tiles_nafnet(tmp_path, run):
     refused = run("enhance", tmp_path / "in", tmp_path / "out2", "--weights", weights, "--tile", "48",
                   "--tile-overlap", "48")
     assert refused.exit_code == 2
+
+
+def test_whole_context_model_tiles_like_its_untiled_run():
+    config = NAFNetConfig(width=4, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1), whole_context=32)
+    model = tiny_model(seed=3, config=config)
+    images = photo(160, 224, seed=9)
+    difference = (enhance_tiled(model, images, tile=96, overlap=32, batch=4) - untiled(model, images)).abs()
+    assert difference.mean() < 0.5 / 255
+    assert difference.mean(dim=(0, 1, 2)).max() < 0.5 / 255
+    assert difference.mean(dim=(0, 1, 3)).max() < 0.5 / 255

@@ -262,6 +262,15 @@ def test_native_crops_are_aligned_and_bring_whole_photos_when_asked(tmp_path):
         assert torch.equal(row, data.pairs.whole(index))
 
 
+def test_nafnet_with_whole_context_trains_from_its_crops_whole_photos(pairs, tmp_path):
+    output = tmp_path / "whole.safetensors"
+    result = run_cli("train", str(pairs), "-o", str(output), "--model", "nafnet",
+                     "--config", '{"width": 4, "enc_blocks": [1, 1], "dec_blocks": [1, 1], "whole_context": 16}',
+                     "--steps", "2", "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(output).config["whole_context"] == 16
+
+
 def test_model_preset_names_train_that_preset_with_config_overrides(pairs, tmp_path):
     output = tmp_path / "preset.safetensors"
     result = run_cli("train", str(pairs), "-o", str(output), "--model", "nafnet-medium", "--config", '{"width": 4}',

@@ -32,9 +32,13 @@ PRESETS: dict[str, dict] = {"nafnet": nafnet.PRESETS, "diffir": diffir.PRESETS}
 def resolve_preset(name: str, config: dict | None = None) -> tuple[str, dict]:
     """``("nafnet-base", {...})`` -> ``("nafnet", base preset's fields updated by the given config)``.
 
-    A plain model name comes back as it is. Raises KeyError for an unknown model or preset.
+    A plain model name with presets means its ``small`` preset (for DiffIR the same as its config's
+    defaults; for NAFNet it turns on whole-photo statistics); one without comes back as it is.
+    Raises KeyError for an unknown model or preset.
     """
     config = dict(config or {})
+    if name in PRESETS and "small" in PRESETS[name]:
+        return name, {**dataclasses.asdict(PRESETS[name]["small"]), **config}
     if name in MODELS:
         return name, config
     model, _, preset_name = name.partition("-")

@@ -35,6 +35,12 @@ class NAFNetConfig:
     returns its input (the reference initialises it at random; starting from "no edit" trains faster on
     mild photo edits). The loss is Charbonnier plus ``ssim_weight`` x (1 - SSIM) plus
     ``delta_e_weight`` x CIEDE2000 (see :class:`autohdr_cli.losses.ReconstructionLoss`).
+
+    ``whole_context`` = 0: each block's channel attention averages its own input, as in the paper; the
+    model then learns from crops with crop averages and runs on photos with whole-photo averages.
+    ``whole_context`` = N: the averages always come from the whole photo squashed to N x N, in training
+    (each crop's own photo, which the training data then brings along) as at inference, so both see
+    the same statistics, and the model sees each photo's overall exposure and colour.
     """
 
     width: int = 16
@@ -48,6 +54,7 @@ class NAFNetConfig:
     identity_init: bool = True
     ssim_weight: float = 0.1
     delta_e_weight: float = 0.01
+    whole_context: int = 0
 
     def __post_init__(self):
         self.enc_blocks = tuple(int(n) for n in self.enc_blocks)
@@ -60,15 +67,23 @@ class NAFNetConfig:
             raise ValueError("width must be >= 1 and dw_expand, ffn_expand even numbers >= 2 (SimpleGate halves them)")
         if min(self.enc_blocks + self.dec_blocks + (self.middle_blocks,), default=0) < 0:
             raise ValueError("block counts must be >= 0")
+        if self.whole_context and self.whole_context < 2 ** len(self.enc_blocks):
+            raise ValueError(f"whole_context must be 0 or at least {2 ** len(self.enc_blocks)} (one pixel at the bottom level)")
 
+
+#: Whole-photo statistics for the presets (see ``whole_context``): measured on the held-out pairs, the
+#: small preset gained 1.4 dB over crop statistics at the same 550 steps (27.76 against 26.38).
+WHOLE_CONTEXT = 128
 
 #: Named configurations. ``small`` is the shipped CPU default (trains on a 2-core CPU in under an hour);
 #: ``base`` is NAFNet-width32 of the paper's SIDD model, for a GPU; ``large`` is the paper's width-64 model.
+#: ``autohdr train --model nafnet`` means ``nafnet-small``. The config's own default (no whole-photo
+#: statistics) is the paper's network, and what checkpoints written without the field mean.
 PRESETS: dict[str, NAFNetConfig] = {
-    "small": NAFNetConfig(width=16, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1)),
-    "medium": NAFNetConfig(width=24, enc_blocks=(1, 1, 2, 2), middle_blocks=2, dec_blocks=(1, 1, 1, 1)),
-    "base": NAFNetConfig(width=32, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2)),
-    "large": NAFNetConfig(width=64, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2)),
+    "small": NAFNetConfig(width=16, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1), whole_context=WHOLE_CONTEXT),
+    "medium": NAFNetConfig(width=24, enc_blocks=(1, 1, 2, 2), middle_blocks=2, dec_blocks=(1, 1, 1, 1), whole_context=WHOLE_CONTEXT),
+    "base": NAFNetConfig(width=32, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2), whole_context=WHOLE_CONTEXT),
+    "large": NAFNetConfig(width=64, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2), whole_context=WHOLE_CONTEXT),
 }
 
 
@@ -219,12 +234,20 @@ class NAFNet(nn.Module):
         """How many NAFBlocks (so how many channel-attention statistics) the network has."""
         return sum(self.config.enc_blocks) + self.config.middle_blocks + sum(self.config.dec_blocks)
 
+    @property
+    def prior_size(self) -> int:
+        """Side of the squashed whole photos training must bring along (0: none; see ``whole_context``)."""
+        return self.config.whole_context
+
     def forward(self, images: torch.Tensor, context: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Enhance ``B x 3 x H x W`` images in [0, 1].
 
         ``context`` (from :meth:`image_context`, one ``B x C x 1 x 1`` tensor per block) replaces each
-        block's global average with given statistics; without it every image uses its own.
+        block's global average with given statistics; without it every image uses its own (with
+        ``whole_context``, those of the image squashed to that size).
         """
+        if context is None and self.config.whole_context:
+            context = self.image_context(images)
         return self._run(images, context, None)
 
     def image_context(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -233,6 +256,9 @@ class NAFNet(nn.Module):
         The tiler computes them once per photo (on a copy of at most a few megapixels) and hands them to
         every tile, so that tiles agree with each other and with an untiled run.
         """
+        size = self.config.whole_context
+        if size and images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         recorded: list[torch.Tensor] = []
         self._run(images, None, recorded)
         return recorded
@@ -271,16 +297,25 @@ class NAFNet(nn.Module):
         return out if self.training else out.clamp(0.0, 1.0)
 
     def training_loss(
-        self, source: torch.Tensor, target: torch.Tensor, looks: torch.Tensor | None = None
+        self,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        looks: torch.Tensor | None = None,
+        whole: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Reconstruction loss of ``forward(source)`` against ``target``; ``looks`` is not used (one look).
 
+        ``whole`` (``B x 6 x S x S``: each crop's whole source and target photos, squashed) gives the
+        channel-attention statistics when ``whole_context`` is set, as the photo does at inference.
         Charbonnier (a smooth L1) carries PSNR; SSIM and CIEDE2000 terms (config weights) keep local
         contrast and colour right, the two other numbers the evaluation reports.
         """
         from ..losses import ReconstructionLoss
 
-        prediction = self(source)
+        context = None
+        if self.config.whole_context:
+            context = self.image_context(whole[:, :3] if whole is not None else source)
+        prediction = self(source, context)
         loss = ReconstructionLoss(charbonnier=1.0, ssim=self.config.ssim_weight, delta_e=self.config.delta_e_weight)
         total, parts = loss(prediction, target)
         return total, {name: float(value.detach()) for name, value in parts.items()}
