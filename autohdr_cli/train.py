@@ -291,16 +291,26 @@ def random_degradations(
     return low + (high - low) * u
 
 
-def degrade(images: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
-    """Apply degradation ``parameters`` (``B x 5``, from :func:`random_degradations`) to sRGB images."""
+def degrade(images: torch.Tensor, parameters: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply degradation ``parameters`` (``B x 5``, from :func:`random_degradations`) to sRGB images.
+
+    Contrast scales around the mean brightness of ``reference`` (the whole photos the images were cut
+    from, any size) after the same exposure and white balance, as it does for a whole photo; without
+    it, around each image's own.
+    """
     import kornia
 
     exposure, red, blue, contrast, saturation = (parameters[:, i].view(-1, 1, 1, 1) for i in range(5))
     gains = torch.cat([red, torch.zeros_like(red), blue], dim=1).exp2() * exposure.exp2()
-    linear = kornia.color.rgb_to_linear_rgb(images.clamp(0.0, 1.0)) * gains
-    srgb = kornia.color.linear_rgb_to_rgb(linear.clamp(0.0, 1.0))
+
+    def exposed(pictures: torch.Tensor) -> torch.Tensor:
+        linear = kornia.color.rgb_to_linear_rgb(pictures.clamp(0.0, 1.0)) * gains
+        return kornia.color.linear_rgb_to_rgb(linear.clamp(0.0, 1.0))
+
+    srgb = exposed(images)
     luma_weights = torch.tensor([0.2126, 0.7152, 0.0722], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    mean = (srgb * luma_weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+    base = srgb if reference is None else exposed(reference)
+    mean = (base * luma_weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
     srgb = (mean + (srgb - mean) * contrast).clamp(0.0, 1.0)
     luma = (srgb * luma_weights).sum(dim=1, keepdim=True)
     return (luma + (srgb - luma) * saturation).clamp(0.0, 1.0)
@@ -315,23 +325,47 @@ class DegradedPhotos:
     ranges: DegradationRanges = field(default_factory=DegradationRanges)
     look: int = 0
     variation: DegradationRanges | None = None
+    whole_size: int = 0
+    _wholes: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.photos)
 
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _whole(self, index: int) -> torch.Tensor:
+        """Photo ``index`` squashed to ``whole_size`` square (cached)."""
+        if index not in self._wholes:
+            size = (self.whole_size, self.whole_size)
+            self._wholes[index] = F.interpolate(
+                self.photos[index][None], size=size, mode="bilinear", antialias=True, align_corners=False
+            )[0]
+        return self._wholes[index]
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
         """Random photos, cropped and turned, each degraded by its own random parameters.
 
         With ``variation``, each clean photo is first shifted by a small random rendering change that
         becomes part of the target: a handful of photos is a narrow sample of what good photos look
         like, and this widens it, so the model learns to correct only what lies beyond normal variety
         instead of pulling every photo to the look of the training set.
+
+        With ``whole_size`` (set by the loop for a model that reads whole photos) a fourth tensor holds
+        each crop's whole photo, squashed, degraded the same way (``count x 6 x S x S``: degraded and
+        clean); the crop's contrast then turns around the whole photo's mean, as it would for a photo
+        degraded whole.
         """
         picks = torch.randint(len(self.photos), (count,)).tolist()
         clean = paired_augmentation()(random_crops([self.photos[i] for i in picks], crop)).contiguous()
+        wholes = torch.stack([self._whole(i) for i in picks]) if self.whole_size else None
         if self.variation is not None:
-            clean = degrade(clean, random_degradations(count, self.variation))
-        return degrade(clean, random_degradations(count, self.ranges)), clean, torch.full((count,), self.look)
+            shift = random_degradations(count, self.variation)
+            clean = degrade(clean, shift, wholes)
+            wholes = degrade(wholes, shift) if wholes is not None else None
+        parameters = random_degradations(count, self.ranges)
+        degraded = degrade(clean, parameters, wholes)
+        looks = torch.full((count,), self.look)
+        if wholes is None:
+            return degraded, clean, looks
+        return degraded, clean, looks, torch.cat([degrade(wholes, parameters), wholes], dim=1)
 
 
 @dataclass
@@ -344,16 +378,25 @@ class MixedData:
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @property
+    def whole_size(self) -> int:
+        """The parts' ``whole_size`` (all set together)."""
+        return min(getattr(part, "whole_size", 0) for part in self.parts)
+
+    @whole_size.setter
+    def whole_size(self, size: int) -> None:
+        for part in self.parts:
+            part.whole_size = size
+
+    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
         """Draw how many items come from each source, then sample each and concatenate."""
         choice = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64), count, replacement=True)
-        sources, targets, looks = [], [], []
+        pieces = []
         for index, part in enumerate(self.parts):
             share = int((choice == index).sum())
             if share:
-                s, t, k = part.sample(share, crop)
-                sources.append(s), targets.append(t), looks.append(k)
-        return torch.cat(sources), torch.cat(targets), torch.cat(looks)
+                pieces.append(part.sample(share, crop))
+        return tuple(torch.cat(column) for column in zip(*pieces))
 
 
 # ------------------------------------------------------------------------------------------- helpers

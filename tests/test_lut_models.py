@@ -240,3 +240,20 @@ def test_shipped_default_weights_fix_badly_exposed_cast_flat_photos(photo):
         fixed = enhance_tensor(checkpoint.model, bad)
         assert metrics.psnr(fixed, clean) > metrics.psnr(bad, clean) + 2.0
         assert metrics.delta_e2000(fixed, clean) < 0.8 * metrics.delta_e2000(bad, clean)
+
+
+def test_photo_thumbnail_training_reads_the_whole_photo_given():
+    # With photo_thumbnail the LUT for a crop is predicted from the crop's whole photo, as at inference.
+    model = scramble(build("lut", {**TINY_LUT, "photo_thumbnail": True, "dropout": 0.0})).train()
+    plain = scramble(build("lut", {**TINY_LUT, "dropout": 0.0, "photo_thumbnail": False})).train()
+    assert model.prior_size == 16 and plain.prior_size == 0
+    photo = images(2, 48, 64, seed=3)
+    crop = photo[:, :, 8:24, 16:40]
+    target = crop.pow(0.7)
+    full = torch.cat([photo, photo.pow(0.7)], dim=1)
+    squashed = make_thumbnail(full, 16)  # what the training data brings
+    from_photo = model.training_loss(crop, target, None, squashed)[0]
+    assert torch.allclose(from_photo, model.training_loss(crop, target, None, full)[0])
+    assert not torch.allclose(from_photo, model.training_loss(crop, target)[0])
+    # Without the option the whole photo is not read.
+    assert torch.allclose(plain.training_loss(crop, target, None, squashed)[0], plain.training_loss(crop, target)[0])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -27,7 +28,9 @@ from autohdr_cli.train import (
     TrainOptions,
     degrade,
     load_pairs,
+    paired_augmentation,
     parse_duration,
+    random_crops,
     random_degradations,
     state_path,
     train,
@@ -209,6 +212,31 @@ def test_degradations_and_synthetic_data():
     assert source.shape == target.shape == (4, 3, 8, 8) and not torch.allclose(source, target)
     mixed = MixedData([photos, PairData([torch.rand(3, 9, 9)], [torch.rand(3, 9, 9)], [1], ["p"])], [0.5, 0.5])
     assert mixed.sample(16, 8)[0].shape == (16, 3, 8, 8)
+
+
+def test_degraded_photos_bring_their_whole_photos_degraded_alike():
+    # For a model that reads whole photos, each crop comes with its whole photo, squashed and degraded
+    # by the same parameters; the crop's contrast turns around the whole photo's mean brightness.
+    torch.manual_seed(0)
+    photo = torch.rand(3, 24, 32)
+    photo[:, :, :16] *= 0.3  # a dark half: a crop's own mean differs from the photo's
+    photos = DegradedPhotos([photo], whole_size=8)
+    torch.manual_seed(1)
+    source, target, _looks, whole = photos.sample(3, 8)
+    assert whole.shape == (3, 6, 8, 8)
+    squashed = F.interpolate(photo[None], size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.allclose(whole[:, 3:], squashed.expand(3, -1, -1, -1))
+    # Recover each sample's parameters by sampling again with the same seed, and check both sides.
+    torch.manual_seed(1)
+    picks = torch.randint(1, (3,)).tolist()
+    clean = paired_augmentation()(random_crops([photo for _ in picks], 8)).contiguous()
+    parameters = random_degradations(3, photos.ranges)
+    assert torch.allclose(target, clean)
+    assert torch.allclose(whole[:, :3], degrade(squashed.expand(3, -1, -1, -1), parameters), atol=1e-6)
+    assert torch.allclose(source, degrade(clean, parameters, squashed.expand(3, -1, -1, -1)), atol=1e-6)
+    mixed = MixedData([photos, PairData([torch.rand(3, 9, 9)], [torch.rand(3, 9, 9)], [1], ["p"])], [0.5, 0.5])
+    mixed.whole_size = 8
+    assert [tuple(t.shape) for t in mixed.sample(6, 8)] == [(6, 3, 8, 8), (6, 3, 8, 8), (6,), (6, 6, 8, 8)]
 
 
 def test_nilut_learns_one_look_per_pairs_folder(tmp_path):
