@@ -31,18 +31,6 @@ INDEX = np.dtype("<i4")
 _CHUNK_PIXELS = 1 << 16
 
 
-def interpolation_matrix(size: int) -> np.ndarray:
-    """The ``256 x S`` float32 matrix of linear-interpolation weights from an S-point grid to 256 levels."""
-    position = np.arange(LEVELS, dtype=np.float64) * (size - 1) / (LEVELS - 1)
-    lower = np.minimum(np.floor(position), size - 2).astype(np.int64)
-    upper_weight = position - lower
-    matrix = np.zeros((LEVELS, size), dtype=np.float64)
-    rows = np.arange(LEVELS)
-    matrix[rows, lower] = 1.0 - upper_weight
-    matrix[rows, lower + 1] += upper_weight
-    return matrix.astype(np.float32)
-
-
 def _as_numpy(lut) -> np.ndarray:
     # Accept torch tensors without importing torch here.
     if hasattr(lut, "detach"):
