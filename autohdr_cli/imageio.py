@@ -342,11 +342,15 @@ def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
-def _map_rgbx(buffer: np.ndarray):
-    """A Pillow RGB image core whose pixel memory is ``buffer`` (``H x W x 4`` uint8), or None."""
+def _map_rgbx(buffer: np.ndarray, row_step: int = 1):
+    """A Pillow RGB image core whose pixel memory is ``buffer`` (``H x W x 4`` uint8), or None.
+
+    With ``row_step`` > 1 the image holds every ``row_step``-th row (``H // row_step`` of them)."""
     height, width, _ = buffer.shape
     try:
-        return Image.core.map_buffer(buffer, (width, height), "raw", 0, ("RGB", 0, 1))
+        return Image.core.map_buffer(
+            buffer, (width, height // row_step), "raw", 0, ("RGB", 4 * width * row_step, 1)
+        )
     except (AttributeError, TypeError, ValueError):  # a Pillow without this private hook: copy instead
         return None
 
@@ -551,13 +555,15 @@ def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: b
     return buffer.getvalue()
 
 
-def pillow_image(pixels: np.ndarray) -> Image.Image:
+def pillow_image(pixels: np.ndarray, row_step: int = 1) -> Image.Image:
     """8-bit ``H x W x 3`` pixels as a Pillow RGB image: over the same memory when they sit in an RGBX
-    buffer (see :func:`rgbx_buffer`), else a copy."""
+    buffer (see :func:`rgbx_buffer`), else a copy. ``row_step`` > 1 keeps every ``row_step``-th row only
+    (over the same memory too: a cheap source for thumbnails)."""
+    row_step = max(1, min(row_step, pixels.shape[0]))
     buffer = rgbx_buffer(pixels)
-    core = _map_rgbx(buffer) if buffer is not None else None
+    core = _map_rgbx(buffer, row_step) if buffer is not None else None
     if core is None:
-        return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+        return Image.fromarray(np.ascontiguousarray(pixels[: pixels.shape[0] // row_step * row_step : row_step]), "RGB")
     return Image.new("RGB", (0, 0))._new(core)
 
 

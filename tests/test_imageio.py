@@ -10,7 +10,15 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from autohdr_cli.imageio import BufferPool, Photo, PhotoError, read_photo, reset_orientation, write_photo
+from autohdr_cli.imageio import (
+    BufferPool,
+    Photo,
+    PhotoError,
+    pillow_image,
+    read_photo,
+    reset_orientation,
+    write_photo,
+)
 
 from conftest import gradient, save_rgb
 
@@ -239,3 +247,17 @@ def test_buffer_pool_reuses_the_best_fitting_buffer_and_keeps_few():
     for buffer in taken:
         pool.give(buffer)
     assert len({pool.take(8, 8).ctypes.data for _ in range(4)} & {b.ctypes.data for b in taken}) == 2
+
+
+@pytest.mark.parametrize("decoded", [True, False])
+def test_pillow_image_keeps_every_nth_row_over_the_same_pixels(tmp_path, decoded):
+    save_rgb(tmp_path / "in.png", gradient(23, 9, seed=3))
+    pixels = read_photo(tmp_path / "in.png").pixels  # an RGBX buffer: mapped, not copied
+    if not decoded:
+        pixels = np.ascontiguousarray(pixels)  # a plain array: copied
+    height = pixels.shape[0]
+    assert height > 5
+    for step in (1, 3, 5, 40):
+        rows = min(step, height)  # a step past the height keeps the first row
+        expected = pixels[: height // rows * rows : rows]
+        np.testing.assert_array_equal(np.asarray(pillow_image(pixels, step)), expected)
