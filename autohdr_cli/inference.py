@@ -152,7 +152,9 @@ class ModelEnhancer:
         self._shared_lut: torch.Tensor | None = None
         self._shared_table: np.ndarray | None = None
         self._table_lock = threading.Lock()
-        self._free_tables: list[np.ndarray] = []
+        # Per-photo LUT tables (64 MiB each) get a pool of their own: in the photo pool, which keeps a
+        # few buffers only, they pushed photo buffers out, which then had to be faulted in afresh.
+        self._tables = BufferPool()
         config = getattr(model, "config", None)
         self.custom_domain = bool(
             config is not None
@@ -220,17 +222,6 @@ class ModelEnhancer:
         finally:
             torch.set_num_threads(threads)
 
-    def _take_table(self) -> np.ndarray:
-        with self._table_lock:
-            if self._free_tables:
-                return self._free_tables.pop()
-        return np.empty(LEVELS**3 * 4, dtype=np.uint8)
-
-    def _give_table(self, table: np.ndarray) -> None:
-        # At most one table per encode thread is ever in use, so the free list stays that short.
-        with self._table_lock:
-            self._free_tables.append(table.view(np.uint8))
-
     def _shared_table_for(self, lut: torch.Tensor) -> np.ndarray:
         with self._table_lock:  # encode threads share one expansion of the shared LUT
             if self._shared_table is None:
@@ -244,13 +235,12 @@ class ModelEnhancer:
             if lut is self._shared_lut:
                 return apply_table(pixels, self._shared_table_for(lut), out)
             # A per-photo table, in a reused buffer (first touch of fresh memory is ~30% of the
-            # expansion's time). Tables keep their own free list: in the photo pool, which keeps a few
-            # buffers only, they pushed photo buffers out, which then had to be faulted in afresh.
-            table = expand_lut(lut, self._take_table())
+            # expansion's time).
+            table_buffer = self._tables.take(LEVELS * LEVELS, LEVELS)  # 256³ words
             try:
-                return apply_table(pixels, table, out)
+                return apply_table(pixels, expand_lut(lut, table_buffer.reshape(-1)), out)
             finally:
-                self._give_table(table)
+                self._tables.give(table_buffer)
         with torch.inference_mode():
             images = pixels_to_device(pixels, self.device)
             normalize = getattr(self.model, "normalize_input", None)
