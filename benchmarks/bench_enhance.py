@@ -14,8 +14,10 @@ then times, in one run and on the same files:
 It prints photos per second for each and the ratios, plus autohdr's peak memory (max RSS).
 
 With ``--weights lut.safetensors`` it instead times an image-adaptive LUT model against the static
-``.cube`` path (the same model's LUT for one photo, baked by ``autohdr export``), both run and start-up.
-Absolute times drift on shared machines; the ratios measured in one run are what to compare.
+``.cube`` path (the same model's LUT for one photo, baked by ``autohdr export``), both run and start-up,
+``--repeats`` times each, alternated, and reports medians. Absolute times drift on shared machines
+(by 20% within minutes here); the ratios measured in one run are what to compare, and a long folder
+(``--count 96``) with several repeats is what makes them steady.
 """
 
 from __future__ import annotations
@@ -41,8 +43,15 @@ LOOK = ROOT / "samples" / "looks" / "realestate.cube"
 
 
 def make_large_photos(source: Path, folder: Path, count: int, megapixels: float) -> list[Path]:
-    """Write ``count`` JPEGs of about ``megapixels`` each, made from the real photos in ``source``."""
+    """``count`` JPEGs of about ``megapixels`` each, made from the real photos in ``source``.
+
+    They are made once into ``folder`` (kept between runs) and linked into ``folder-x{count}``, a
+    folder holding exactly these photos, which is what autohdr is run on.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    chosen = folder.parent / f"{folder.name}-x{count}"
+    shutil.rmtree(chosen, ignore_errors=True)
+    chosen.mkdir()
     originals = sorted(p for p in source.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     made = []
     for index in range(count):
@@ -53,7 +62,8 @@ def make_large_photos(source: Path, folder: Path, count: int, megapixels: float)
             scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
             image.save(target, quality=92, subsampling=0)
-        made.append(target)
+        os.link(target, chosen / target.name)
+        made.append(chosen / target.name)
     return made
 
 
@@ -170,20 +180,22 @@ def compare_adaptive(args) -> None:
     )
     megapixels = sum(np.prod(Image.open(photo).size) for photo in photos) / 1e6
     runs: dict[str, list[tuple[float, float, float]]] = {"static .cube": [], "adaptive": []}
-    for _repeat in range(args.repeats):  # alternated, best of several: shared machines drift
+    for _repeat in range(args.repeats):  # alternated; medians, because shared machines drift
         for name, model in (("static .cube", ("--lut", str(cube))), ("adaptive", ("--weights", str(args.weights)))):
             out = args.work / f"adaptive-{name[:6]}"
             shutil.rmtree(out, ignore_errors=True)
             seconds, peak_mb, summary = run_autohdr(photos[0].parent, out, args.workers, *model)
             runs[name].append((seconds, _seconds_in_run(summary, megapixels), peak_mb))
     print(f"{len(photos)} photos, {args.megapixels:g} MP each, {args.workers} workers, {os.cpu_count()} cores")
-    best = {}
+    middle = {}
     for name, measured in runs.items():
-        wall, in_run, peak = min(m[0] for m in measured), min(m[1] for m in measured), max(m[2] for m in measured)
-        best[name] = (wall, in_run)
-        print(f"  {name:14s} wall {wall:6.2f} s   in run (no start-up) {in_run:6.3f} s   peak {peak:5.0f} MB")
-    print(f"  adaptive / static: {best['adaptive'][1] / best['static .cube'][1]:.2f}x in run, "
-          f"{best['adaptive'][0] / best['static .cube'][0]:.2f}x wall (start-up: torch and the model)")
+        wall, in_run = float(np.median([m[0] for m in measured])), float(np.median([m[1] for m in measured]))
+        middle[name] = (wall, in_run)
+        print(f"  {name:14s} wall {wall:6.2f} s   in run (no start-up) {in_run:6.3f} s   "
+              f"peak {max(m[2] for m in measured):5.0f} MB   (medians of {len(measured)}; in run: "
+              + ", ".join(f"{m[1]:.2f}" for m in measured) + ")")
+    print(f"  adaptive / static: {middle['adaptive'][1] / middle['static .cube'][1]:.2f}x in run, "
+          f"{middle['adaptive'][0] / middle['static .cube'][0]:.2f}x wall (start-up: torch and the model)")
 
 
 if __name__ == "__main__":
