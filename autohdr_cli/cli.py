@@ -228,6 +228,11 @@ def train(
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, cosine schedule).")] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the validation split, the initial weights and the batches.")] = 0,
+    split_seed: Annotated[
+        Optional[int],
+        typer.Option("--split-seed", help="Seed of the validation split alone (default: --seed), to compare "
+                     "training seeds on the same held-out pairs."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, or cuda[:N].")] = "auto",
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
@@ -276,7 +281,8 @@ def train(
         raise _usage_error("--config must be a JSON object, e.g. '{\"lut_size\": 17}'")
     options = TrainOptions(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
-        batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, device=device, resume=resume, val_split=val_split,
+        batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,
+        val_split=val_split,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
     )

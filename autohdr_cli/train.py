@@ -59,7 +59,9 @@ def parse_duration(text: str) -> float:
 
 
 #: Settings that decide what a run computes; a resumed run must use the same ones.
-RECIPE_FIELDS = ("model", "batch", "lr", "weight_decay", "seed", "val_split", "crop", "train_size", "clip_grad")
+RECIPE_FIELDS = (
+    "model", "batch", "lr", "weight_decay", "seed", "split_seed", "val_split", "crop", "train_size", "clip_grad"
+)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class TrainOptions:
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    split_seed: int | None = None  # seed of the validation split; None = ``seed``
     device: str = "auto"
     resume: Path | None = None
     val_split: float = 0.2
@@ -88,6 +91,11 @@ class TrainOptions:
     stage: int | None = None  # DiffIR: 1 or 2 alone; None runs both in order
     clip_grad: float | None = None  # max gradient norm; None = the model's ``clip_grad_norm`` (0 = off)
 
+
+    @property
+    def validation_seed(self) -> int:
+        """The seed that draws the validation split: ``split_seed``, or ``seed`` when that is not set."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def log_path(self) -> Path:
         """Where the CSV log goes: ``--log``, or next to the output as ``NAME.csv``."""
@@ -519,13 +527,13 @@ class PairSplit:
     problems: list[str]
 
     def description(self, val_split: float, seed: int) -> dict:
-        """Where the data came from, for the checkpoint's training record."""
+        """Where the data came from, for the checkpoint's training record (``seed``: the split's)."""
         return {
             "pairs": [str(f) for f in self.folders],
             "train_pairs": sum(len(t) for t in self.train),
             "val_pairs": [p.stem for v in self.validation for p in v],
             "val_split": val_split,
-            "seed": seed,
+            "split_seed": seed,
         }
 
     def check(self) -> None:
@@ -794,11 +802,11 @@ def _check_resume(state: dict, options: TrainOptions) -> None:
 
 def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[PairData, PairData, dict, list[str]]:
     """Training and validation pairs from the pairs folders, problems listed before any decoding."""
-    split = split_folders(options.pairs, options.val_split, options.seed)
+    split = split_folders(options.pairs, options.val_split, options.validation_seed)
     for line in split.problems:
         say(f"{line} (skipped)")
     split.check()
-    description = split.description(options.val_split, options.seed)
+    description = split.description(options.val_split, options.validation_seed)
     val_names = description["val_pairs"]
     say(
         f"training on {description['train_pairs']} pairs, validating on {len(val_names)}"

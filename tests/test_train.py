@@ -103,6 +103,22 @@ def test_train_cli_writes_checkpoint_log_and_summary(pairs, tmp_path):
         assert all(float(row["grad_norm"]) > 0 for row in csv.DictReader(handle))
 
 
+def test_split_seed_keeps_the_held_out_pairs_while_the_training_seed_changes(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs", count=10)
+    runs = {}
+    for name, seeds in {"seed0": ["--seed", "0"], "seed1": ["--seed", "1"],
+                        "seed1-split0": ["--seed", "1", "--split-seed", "0"]}.items():
+        output = tmp_path / f"{name}.safetensors"
+        result = run_cli("train", str(pairs), "-o", str(output), "--steps", "1", *seeds, *TINY_ARGS)
+        assert result.exit_code == 0, result.output
+        runs[name] = load_checkpoint(output)
+    assert runs["seed0"].training["val_pairs"] != runs["seed1"].training["val_pairs"]
+    assert runs["seed1-split0"].training["val_pairs"] == runs["seed0"].training["val_pairs"]
+    assert runs["seed1-split0"].training["seed"] == 1 and runs["seed1-split0"].training["split_seed"] == 0
+    first, other = runs["seed0"].model.state_dict(), runs["seed1-split0"].model.state_dict()
+    assert any(not torch.equal(first[key], other[key]) for key in first)  # the training seed still counts
+
+
 def test_train_lists_problems_and_refuses_too_few_pairs(tmp_path):
     folder = write_pairs(tmp_path / "few", count=1)
     Image.new("RGB", (8, 8)).save(folder / "source" / "lonely.png")
