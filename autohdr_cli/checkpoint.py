@@ -124,12 +124,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Checkpoint(model, name, config, metadata.get("autohdr.version", "?"), training, path)
 
 
-#: Where the shipped default weights live (``weights/`` beside the package); AUTOHDR_WEIGHTS overrides.
-DEFAULT_WEIGHTS_DIR = Path(os.environ.get("AUTOHDR_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+#: Where the shipped default weights live: ``weights/`` inside the package (package data, so a wheel
+#: or sdist install finds them from any folder); the AUTOHDR_WEIGHTS environment variable overrides.
+DEFAULT_WEIGHTS_DIR = Path(os.environ.get("AUTOHDR_WEIGHTS") or Path(__file__).resolve().parent / "weights")
 
 
 def default_weights_path(model_name: str) -> Path:
-    """The shipped default checkpoint for a model name (``weights/NAME-default.safetensors``)."""
+    """The shipped default checkpoint for a model name (``autohdr_cli/weights/NAME-default.safetensors``)."""
     return DEFAULT_WEIGHTS_DIR / f"{model_name}-default.safetensors"
 
 

@@ -347,7 +347,7 @@ def evaluate(
     """
     import sys
 
-    from . import evaluate as scoring
+    from . import evaluate as scoring, report
 
     if len(folders) not in (1, 2):
         raise _usage_error("give PRED_DIR TARGET_DIR, or one PAIRS folder with --weights/--lut")
@@ -364,7 +364,7 @@ def evaluate(
         raise _usage_error(device_problem)
     reporter = scoring.ProblemReporter(progress=not quiet and sys.stderr.isatty())
     try:
-        with scoring.report_images(html_dir) as images, reporter:
+        with report.report_images(html_dir) as images, reporter:
             if len(folders) == 2:
                 evaluation = scoring.evaluate_folders(
                     folders[0], folders[1], source,
@@ -377,12 +377,12 @@ def evaluate(
                     split=split, val_fraction=val_split, seed=seed, device=device, images=images,
                     problems=load_problems, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
-            failures = scoring.write_reports(
+            failures = report.write_reports(
                 evaluation, images, json_path=json_path, csv_path=csv_path, html_dir=html_dir
             )
     except scoring.EvaluateError as e:
         raise _usage_error(str(e)) from None
-    scoring.print_summary(evaluation)
+    report.print_summary(evaluation)
     for line in failures:
         typer.echo(line, err=True)
     raise typer.Exit(EXIT_FAILED if evaluation.problems or failures else EXIT_OK)

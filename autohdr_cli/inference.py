@@ -18,7 +18,7 @@ from torch import nn
 from .fastlut import LEVELS, apply_table, expand_lut
 from .imageio import BufferPool, Photo, pillow_image, quantize, read_photo, rgbx_buffer, to_float
 from .models.lut import apply_lut, blend_lut, make_thumbnail
-from .pipeline import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, UsageError
+from .enhancer import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, UsageError
 from .tiling import enhance_tiled
 
 

@@ -1,7 +1,9 @@
 """The streaming folder pipeline: list, decode, enhance, encode and report, never losing a photo.
 
-Torch is not imported here: a ``.cube`` look runs through :class:`TableEnhancer` (numpy only), and
-models go through :class:`autohdr_cli.inference.ModelEnhancer`, imported when a model is given.
+The pipeline orchestrates; the per-photo work is an :class:`autohdr_cli.enhancer.Enhancer`: a
+:class:`autohdr_cli.table_enhancer.TableEnhancer` for a ``.cube`` look (numpy only) or an
+:class:`autohdr_cli.inference.ModelEnhancer` for torch models, imported only when a model is given,
+so a ``.cube`` run never imports torch.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Callable, Iterator
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 
-from .cube import CubeLUT, identity_table
-from .fastlut import apply_table, expand_lut
+from .cube import CubeLUT
+from .enhancer import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, Enhancer, UsageError
+from .table_enhancer import TableEnhancer, has_unit_domain
 from .imageio import (
     FORMAT_EXTENSION,
     TEMP_MARKER,
@@ -31,7 +33,6 @@ from .imageio import (
     Photo,
     PhotoError,
     format_of,
-    read_photo,
     rgbx_buffer,
     write_photo,
 )
@@ -39,18 +40,10 @@ from .imageio import (
 if TYPE_CHECKING:
     from torch import nn
 
-#: Convolutional models run on tiles of this many pixels, overlapping by at least this many.
-DEFAULT_TILE = 512
-DEFAULT_OVERLAP = 32
-
 # ------------------------------------------------------------------------------------ folder pipeline
 
 OUTPUT_FORMATS = ("same", "jpg", "png", "tiff", "webp")
 _FORMAT_NAMES = {"jpg": "jpeg", "png": "png", "tiff": "tiff", "webp": "webp"}
-
-
-class UsageError(Exception):
-    """The command cannot start (bad folders, bad options): exit code 2."""
 
 
 @dataclass
@@ -270,67 +263,7 @@ class ReportWriter:
             self._file.close()
 
 
-@dataclass
-class Decoded:
-    """A photo read by a decode worker, with the model's thumbnail when it wants one (a torch tensor)."""
-
-    photo: Photo
-    thumbnail: object | None
-    started: float
-
-
-class TableEnhancer:
-    """Applies a ``.cube`` look to photos with numpy alone (see :mod:`autohdr_cli.fastlut`).
-
-    The table of all 256³ colours is expanded once and shared by the encode threads. Photos that are
-    not 8-bit (16-bit TIFF or PNG, float TIFF) go through the trilinear torch path instead, which is
-    imported the first time such a photo comes.
-    """
-
-    def __init__(self, cube: CubeLUT, strength: float = 1.0, pool: BufferPool | None = None):
-        self.cube = cube
-        self.pool = pool
-        self.strength = strength
-        table = cube.table.astype(np.float32)
-        if strength != 1.0:
-            identity = identity_table(cube.size)
-            table = identity + (table - identity) * np.float32(strength)
-        self.table = expand_lut(table.transpose(3, 0, 1, 2))
-        self._fallback = None
-        self._fallback_lock = threading.Lock()
-
-    def decode(self, path: Path) -> Decoded:
-        """Read a photo (worker thread)."""
-        started = time.perf_counter()
-        return Decoded(read_photo(path, self.pool), None, started)
-
-    def infer(self, decoded: Decoded) -> Callable[[], Photo]:
-        """Nothing to run on a model thread: the whole lookup is left to the encode thread."""
-        photo = decoded.photo
-        if photo.pixels.dtype == np.uint8:
-            return lambda: photo.with_pixels(apply_table(photo.pixels, self.table, self._output_buffer(photo)))
-        return self._trilinear().infer(decoded)
-
-    def _output_buffer(self, photo: Photo) -> np.ndarray | None:
-        return self.pool.take(photo.height, photo.width) if self.pool else None
-
-    def _trilinear(self):
-        with self._fallback_lock:
-            if self._fallback is None:
-                from .inference import ModelEnhancer, resolve_device
-                from .models.lut import StaticLUT
-
-                model = StaticLUT.from_cube(self.cube)
-                self._fallback = ModelEnhancer(model, resolve_device("cpu"), self.strength)
-            return self._fallback
-
-
-def has_unit_domain(cube: CubeLUT) -> bool:
-    """Whether a ``.cube`` LUT covers inputs 0..1, the only domain the 8-bit table path handles."""
-    return tuple(cube.domain_min) == (0.0, 0.0, 0.0) and tuple(cube.domain_max) == (1.0, 1.0, 1.0)
-
-
-def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None):
+def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None) -> Enhancer:
     """The per-photo worker for a model or a ``.cube`` LUT (a torch-free one where it can be)."""
     if isinstance(model, CubeLUT) and options.device in ("auto", "cpu") and has_unit_domain(model):
         return TableEnhancer(model, options.strength, pool)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pipeline import DEFAULT_OVERLAP, DEFAULT_TILE  # enhance's --tile/--tile-overlap defaults
+from .enhancer import DEFAULT_OVERLAP, DEFAULT_TILE  # enhance's --tile/--tile-overlap defaults
 
 #: Tiles per model call on a GPU (where batching fills the device). On a CPU one tile a call is fastest:
 #: measured 2606 ms/MP for one 256 px tile against 3027 for two, because a tile's feature maps then stay

@@ -15,34 +15,30 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import math
 import os
 import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .imageio import atomic_write_bytes, load_image
+from .imageio import atomic_write_bytes
 from .models import MODELS, build, resolve_preset
-from .pairs import Pair, PairsError, find_pairs, split_pairs
-
-
-class TrainError(Exception):
-    """Training cannot start or go on: bad data, options that do not fit, or an unreadable resume file."""
-
-
-# ------------------------------------------------------------------------------------------- options
+from .train_data import (
+    PairData,
+    TrainError,
+    TrainingData,
+    decode_split,
+    split_folders,
+)
 
 
 def parse_duration(text: str) -> float:
@@ -106,305 +102,6 @@ def state_path(checkpoint: str | os.PathLike) -> Path:
     """The training-state file that sits next to checkpoint ``checkpoint`` (``FILE.state``)."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.name + ".state")
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """Downscale a ``3 x H x W`` image so its long side is at most ``long_side`` (antialiased)."""
-    height, width = image.shape[-2:]
-    scale = long_side / max(height, width)
-    if scale >= 1:
-        return image
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-
-
-@functools.lru_cache(maxsize=None)
-def paired_augmentation() -> Callable[[torch.Tensor], torch.Tensor]:
-    """Kornia geometric augmentation for a stack of aligned images ``B x C x H x W``: flips and
-    90-degree turns. Source and target travel as channels of one tensor, so they always get the same
-    geometry; there is never any colour jitter (the colours are what the model learns)."""
-    import kornia.augmentation as K
-
-    return K.AugmentationSequential(
-        K.RandomHorizontalFlip(p=0.5),
-        K.RandomVerticalFlip(p=0.5),
-        K.RandomRotation90(times=(0, 3), p=0.75),
-    )
-
-
-@functools.lru_cache(maxsize=None)
-def _cropper(crop: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    import kornia.augmentation as K
-
-    return K.RandomResizedCrop((crop, crop), scale=(0.3, 1.0), ratio=(0.75, 1.333), p=1.0)
-
-
-def random_crops(images: Sequence[torch.Tensor], crop: int) -> torch.Tensor:
-    """One random resized crop (30-100% of the area, kornia) of each ``C x H x W`` image, ``B x C x crop x crop``.
-
-    Taking most of the picture keeps a crop's thumbnail close to the whole-photo thumbnail the model
-    gets at inference. Images of one size are cropped in one batched call.
-    """
-    if len({tuple(image.shape) for image in images}) == 1:
-        return _cropper(crop)(torch.stack(list(images)))
-    return torch.cat([_cropper(crop)(image[None]) for image in images])
-
-
-class TrainingData(Protocol):
-    """What the loop samples batches from. ``sample`` draws from torch's global generator only."""
-
-    def __len__(self) -> int: ...
-
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``count`` (source, target) crops ``count x 3 x crop x crop`` and their look indices ``[count]``."""
-        ...
-
-
-@dataclass
-class PairData:
-    """Before/after pairs decoded once into memory (float32 ``3 x H x W``), with a look index each.
-
-    With ``whole_size`` set (by the loop, for a model that reads whole photos, such as DiffIR's prior),
-    :meth:`sample` adds a fourth tensor: each crop's whole source and target, squashed to
-    ``whole_size`` square and stacked as 6 channels (``count x 6 x S x S``).
-    """
-
-    sources: list[torch.Tensor]
-    targets: list[torch.Tensor]
-    looks: list[int]
-    names: list[str]
-    whole_size: int = 0
-    _wholes: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def whole(self, index: int) -> torch.Tensor:
-        """Pair ``index``'s source and target squashed to ``whole_size`` square, ``6 x S x S`` (cached)."""
-        if index not in self._wholes:
-            both = torch.stack([self.sources[index], self.targets[index]])
-            size = (self.whole_size, self.whole_size)
-            squashed = F.interpolate(both, size=size, mode="bilinear", antialias=True, align_corners=False)
-            self._wholes[index] = squashed.reshape(6, *size)
-        return self._wholes[index]
-
-    def with_wholes(self, picks: Sequence[int], batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """``batch`` plus the whole photos of ``picks`` when ``whole_size`` asks for them."""
-        if not self.whole_size:
-            return batch
-        return (*batch, torch.stack([self.whole(i) for i in picks]))
-
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
-        """Random pairs, each cropped and turned the same way on both sides."""
-        picks = torch.randint(len(self.sources), (count,)).tolist()
-        stacked = random_crops([torch.cat([self.sources[i], self.targets[i]]) for i in picks], crop)
-        stacked = paired_augmentation()(stacked)
-        batch = (stacked[:, :3].contiguous(), stacked[:, 3:].contiguous(), torch.tensor([self.looks[i] for i in picks]))
-        return self.with_wholes(picks, batch)
-
-
-@dataclass
-class NativeCrops:
-    """Random crops of before/after pairs at their stored resolution, flipped and turned alike.
-
-    For local models (NAFNet, DiffIR), which must learn an edit's local parts (sharpening, local
-    contrast radius) at the scale they are used at, rather than from resized 30-100% crops. Batches
-    come out channels-last (faster convolutions and LayerNorm on the CPU). Whole photos come with the
-    batch as :class:`PairData` gives them.
-    """
-
-    pairs: PairData
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
-        """``count`` aligned (source, target) crops of ``crop`` pixels, and their look indices."""
-        pieces, looks = [], []
-        picks = torch.randint(len(self.pairs), (count,)).tolist()
-        for index in picks:
-            source, target = self.pairs.sources[index], self.pairs.targets[index]
-            height, width = source.shape[-2:]
-            top = int(torch.randint(max(1, height - crop + 1), ()))
-            left = int(torch.randint(max(1, width - crop + 1), ()))
-            piece = torch.cat([source, target])[:, top : top + crop, left : left + crop]
-            if piece.shape[-2:] != (crop, crop):  # a photo smaller than the crop: stretch it
-                piece = F.interpolate(piece[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
-            pieces.append(piece)
-            looks.append(self.pairs.looks[index])
-        stacked = paired_augmentation()(torch.stack(pieces))
-        source, target = (half.contiguous(memory_format=torch.channels_last) for half in (stacked[:, :3], stacked[:, 3:]))
-        return self.pairs.with_wholes(picks, (source, target, torch.tensor(looks)))
-
-    @property
-    def whole_size(self) -> int:
-        """The pairs' ``whole_size`` (see :class:`PairData`)."""
-        return self.pairs.whole_size
-
-    @whole_size.setter
-    def whole_size(self, size: int) -> None:
-        self.pairs.whole_size = size
-
-
-def load_pairs(pairs: Sequence[Pair], long_side: int, look: int = 0) -> PairData:
-    """Decode pairs once, downscaled to ``long_side`` (training never decodes again)."""
-    sources, targets = [], []
-    for pair in pairs:
-        sources.append(resize_long_side(torch.from_numpy(load_image(pair.source)), long_side))
-        targets.append(resize_long_side(torch.from_numpy(load_image(pair.target)), long_side))
-    return PairData(sources, targets, [look] * len(pairs), [pair.stem for pair in pairs])
-
-
-def merge_pairs(parts: Sequence[PairData]) -> PairData:
-    """One :class:`PairData` holding all of ``parts``."""
-    return PairData(
-        [s for p in parts for s in p.sources],
-        [t for p in parts for t in p.targets],
-        [k for p in parts for k in p.looks],
-        [n for p in parts for n in p.names],
-    )
-
-
-# ------------------------------------------------------------------------------ synthetic degradations
-
-
-@dataclass
-class DegradationRanges:
-    """How far a synthetic "bad photo" strays from the original, per image, drawn uniformly.
-
-    Exposure and white balance act in linear light (as a camera gets them wrong); contrast (around the
-    photo's mean) and saturation (around each pixel's luma) act on the sRGB values, as a flat or
-    over-punchy rendering does. White balance scales red and blue in opposite-ish random amounts.
-    """
-
-    exposure_stops: float = 1.2
-    white_balance_stops: float = 0.35
-    contrast: tuple[float, float] = (0.55, 1.25)
-    saturation: tuple[float, float] = (0.4, 1.4)
-
-
-def random_degradations(
-    count: int, ranges: DegradationRanges, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Draw ``count x 5`` degradation parameters: exposure (stops), red and blue gains (stops),
-    contrast factor, saturation factor."""
-    u = torch.rand(count, 5, generator=generator)
-    low = torch.tensor([-ranges.exposure_stops, -ranges.white_balance_stops, -ranges.white_balance_stops,
-                        ranges.contrast[0], ranges.saturation[0]])
-    high = torch.tensor([ranges.exposure_stops, ranges.white_balance_stops, ranges.white_balance_stops,
-                         ranges.contrast[1], ranges.saturation[1]])
-    return low + (high - low) * u
-
-
-def degrade(images: torch.Tensor, parameters: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply degradation ``parameters`` (``B x 5``, from :func:`random_degradations`) to sRGB images.
-
-    Contrast scales around the mean brightness of ``reference`` (the whole photos the images were cut
-    from, any size) after the same exposure and white balance, as it does for a whole photo; without
-    it, around each image's own.
-    """
-    import kornia
-
-    exposure, red, blue, contrast, saturation = (parameters[:, i].view(-1, 1, 1, 1) for i in range(5))
-    gains = torch.cat([red, torch.zeros_like(red), blue], dim=1).exp2() * exposure.exp2()
-
-    def exposed(pictures: torch.Tensor) -> torch.Tensor:
-        linear = kornia.color.rgb_to_linear_rgb(pictures.clamp(0.0, 1.0)) * gains
-        return kornia.color.linear_rgb_to_rgb(linear.clamp(0.0, 1.0))
-
-    srgb = exposed(images)
-    luma_weights = torch.tensor([0.2126, 0.7152, 0.0722], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    base = srgb if reference is None else exposed(reference)
-    mean = (base * luma_weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-    srgb = (mean + (srgb - mean) * contrast).clamp(0.0, 1.0)
-    luma = (srgb * luma_weights).sum(dim=1, keepdim=True)
-    return (luma + (srgb - luma) * saturation).clamp(0.0, 1.0)
-
-
-@dataclass
-class DegradedPhotos:
-    """Clean photos (``3 x H x W``) turned into (degraded, clean) pairs on the fly: endless variety from
-    few photos. The model learns to undo exposure, white balance, contrast and saturation errors."""
-
-    photos: list[torch.Tensor]
-    ranges: DegradationRanges = field(default_factory=DegradationRanges)
-    look: int = 0
-    variation: DegradationRanges | None = None
-    whole_size: int = 0
-    _wholes: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.photos)
-
-    def _whole(self, index: int) -> torch.Tensor:
-        """Photo ``index`` squashed to ``whole_size`` square (cached)."""
-        if index not in self._wholes:
-            size = (self.whole_size, self.whole_size)
-            self._wholes[index] = F.interpolate(
-                self.photos[index][None], size=size, mode="bilinear", antialias=True, align_corners=False
-            )[0]
-        return self._wholes[index]
-
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
-        """Random photos, cropped and turned, each degraded by its own random parameters.
-
-        With ``variation``, each clean photo is first shifted by a small random rendering change that
-        becomes part of the target: a handful of photos is a narrow sample of what good photos look
-        like, and this widens it, so the model learns to correct only what lies beyond normal variety
-        instead of pulling every photo to the look of the training set.
-
-        With ``whole_size`` (set by the loop for a model that reads whole photos) a fourth tensor holds
-        each crop's whole photo, squashed, degraded the same way (``count x 6 x S x S``: degraded and
-        clean); the crop's contrast then turns around the whole photo's mean, as it would for a photo
-        degraded whole.
-        """
-        picks = torch.randint(len(self.photos), (count,)).tolist()
-        clean = paired_augmentation()(random_crops([self.photos[i] for i in picks], crop)).contiguous()
-        wholes = torch.stack([self._whole(i) for i in picks]) if self.whole_size else None
-        if self.variation is not None:
-            shift = random_degradations(count, self.variation)
-            clean = degrade(clean, shift, wholes)
-            wholes = degrade(wholes, shift) if wholes is not None else None
-        parameters = random_degradations(count, self.ranges)
-        degraded = degrade(clean, parameters, wholes)
-        looks = torch.full((count,), self.look)
-        if wholes is None:
-            return degraded, clean, looks
-        return degraded, clean, looks, torch.cat([degrade(wholes, parameters), wholes], dim=1)
-
-
-@dataclass
-class MixedData:
-    """Several data sources, each batch item drawn from one of them with the given probabilities."""
-
-    parts: list[TrainingData]
-    weights: list[float]
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    @property
-    def whole_size(self) -> int:
-        """The parts' ``whole_size`` (all set together)."""
-        return min(getattr(part, "whole_size", 0) for part in self.parts)
-
-    @whole_size.setter
-    def whole_size(self, size: int) -> None:
-        for part in self.parts:
-            part.whole_size = size
-
-    def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
-        """Draw how many items come from each source, then sample each and concatenate."""
-        choice = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64), count, replacement=True)
-        pieces = []
-        for index, part in enumerate(self.parts):
-            share = int((choice == index).sum())
-            if share:
-                pieces.append(part.sample(share, crop))
-        return tuple(torch.cat(column) for column in zip(*pieces))
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -511,70 +208,6 @@ class TrainResult:
     validation: dict[str, dict[str, float]]
     train_names: list[str]
     val_names: list[str]
-
-
-@dataclass
-class PairSplit:
-    """The pairs of one or more folders split into training and validation, before any decoding.
-
-    Each folder is one look (its index is the look of its pairs); ``problems`` are the files that could
-    not be paired, one line each, for listing before work starts.
-    """
-
-    folders: list[Path]
-    train: list[list[Pair]]
-    validation: list[list[Pair]]
-    problems: list[str]
-
-    def description(self, val_split: float, seed: int) -> dict:
-        """Where the data came from, for the checkpoint's training record (``seed``: the split's)."""
-        return {
-            "pairs": [str(f) for f in self.folders],
-            "train_pairs": sum(len(t) for t in self.train),
-            "val_pairs": [p.stem for v in self.validation for p in v],
-            "val_split": val_split,
-            "split_seed": seed,
-        }
-
-    def check(self) -> None:
-        """Raise TrainError if a folder has fewer than 2 usable pairs."""
-        for folder, train_pairs, val_pairs in zip(self.folders, self.train, self.validation):
-            count = len(train_pairs) + len(val_pairs)
-            if count < 2:
-                raise TrainError(
-                    f"{folder}: {count} usable pair(s); training needs at least 2 "
-                    "(one to learn from, one to validate on)"
-                )
-
-    def look_names(self) -> list[str]:
-        """One name per look: the folder's own name."""
-        return [Path(f).resolve().name for f in self.folders]
-
-
-def split_folders(folders: Sequence[Path], val_split: float, seed: int) -> PairSplit:
-    """Find and split the pairs of each folder; raises TrainError for a folder that is not a pairs folder.
-
-    A folder with fewer than 2 usable pairs is accepted here (so its problems can be listed first) and
-    refused by :meth:`PairSplit.check`.
-    """
-    split = PairSplit([Path(f) for f in folders], [], [], [])
-    for folder in split.folders:
-        try:
-            found = find_pairs(folder)
-        except PairsError as e:
-            raise TrainError(str(e)) from None
-        split.problems += found.problems
-        train_pairs, val_pairs = split_pairs(found.pairs, val_split, seed)
-        split.train.append(train_pairs)
-        split.validation.append(val_pairs)
-    return split
-
-
-def decode_split(split: PairSplit, train_size: int) -> tuple[PairData, PairData]:
-    """Decode the training and validation pairs into memory, downscaled to ``train_size``."""
-    train = merge_pairs([load_pairs(pairs, train_size, look) for look, pairs in enumerate(split.train)])
-    validation = merge_pairs([load_pairs(pairs, train_size, look) for look, pairs in enumerate(split.validation)])
-    return train, validation
 
 
 class _Progress:

@@ -1,6 +1,6 @@
 """DiffIR beside NAFNet: quality on the held-out pairs, speed per megapixel, tile agreement, memory.
 
-Usage (``/work/data`` built by ``../shared/data/make_pairs.sh``), from the repository root:
+Usage (``$AUTOHDR_DATA`` built by ``../shared/data/make_pairs.sh``), from the repository root:
 
     python benchmarks/bench_diffir.py --sections quality,speed,agreement,memory \\
         --lut runs/pairs-lut.safetensors --ablation runs/diffir-t0.safetensors
@@ -36,6 +36,7 @@ from autohdr_cli.imageio import load_image  # noqa: E402
 from autohdr_cli.models.lut import apply_lut  # noqa: E402
 from autohdr_cli.tiling import enhance_tiled  # noqa: E402
 from autohdr_cli.train import stage1_path  # noqa: E402
+from autohdr_cli.devdata import data_option  # noqa: E402
 
 
 def tiled(model, image: torch.Tensor) -> torch.Tensor:
@@ -106,8 +107,8 @@ def bench_speed(diffir, nafnet, image: torch.Tensor, repeats: int) -> None:
 def main() -> None:
     """Parse the options and run the sections asked for."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=Path, default=Path("/work/data/photos"))
-    parser.add_argument("--pairs", type=Path, default=Path("/work/data/pairs"))
+    parser.add_argument("--photos", **data_option("photos"))
+    parser.add_argument("--pairs", **data_option("pairs"))
     parser.add_argument("--weights", type=Path, default=default_weights_path("diffir"), help="a DiffIR checkpoint")
     parser.add_argument("--nafnet", type=Path, default=default_weights_path("nafnet"), help="a NAFNet checkpoint")
     parser.add_argument("--lut", type=Path, default=None, help="quality: an adaptive lut checkpoint trained on the pairs")

@@ -2,11 +2,11 @@
 
 Usage (``../data`` built by ``../shared/data/make_pairs.sh``):
 
-    python benchmarks/bench_nafnet.py --photos /work/data/photos --pairs /work/data/pairs
+    python benchmarks/bench_nafnet.py --photos $AUTOHDR_DATA/photos --pairs $AUTOHDR_DATA/pairs
 
 Three measurements, each printed as it finishes:
 
-1. **speed**: ms per megapixel of the shipped preset (``weights/nafnet-default.safetensors``, else an
+1. **speed**: ms per megapixel of the shipped preset (``autohdr_cli/weights/nafnet-default.safetensors``, else an
    untrained ``small``) on a ``--megapixels`` photo made from a real one, through
    :func:`autohdr_cli.tiling.enhance_tiled` (512 px tiles, 32 px overlap, 4 tiles a call, channels-last,
    inference mode), against the reference architecture written the plain way (the published
@@ -48,6 +48,7 @@ from autohdr_cli.imageio import load_image
 from autohdr_cli.models.nafnet import NAFNet, NAFNetConfig, preset
 from autohdr_cli.pairs import find_pairs, split_pairs
 from autohdr_cli.tiling import enhance_tiled, plan_axis
+from autohdr_cli.devdata import data_option
 
 # ------------------------------------------------------------------ the reference, written the plain way
 
@@ -315,8 +316,8 @@ def bench_quality(model: NAFNet, pairs_folder: Path, lut: Path | None, tile: int
 def main() -> None:
     """Parse the options and run the sections asked for."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=Path, default=Path("/work/data/photos"))
-    parser.add_argument("--pairs", type=Path, default=Path("/work/data/pairs"))
+    parser.add_argument("--photos", **data_option("photos"))
+    parser.add_argument("--pairs", **data_option("pairs"))
     parser.add_argument("--megapixels", type=float, default=4.0, help="photo size for the speed section")
     parser.add_argument("--memory-megapixels", type=float, default=24.0)
     parser.add_argument("--repeats", type=int, default=3)

@@ -14,8 +14,8 @@ Held out = the pairs folder's validation split at ``--val-split 0.2 --seed 0`` (
 ``autohdr train`` and ``autohdr evaluate``), by stem, for the photos too. Every result is quantised to
 8 bits, as a written JPEG/PNG would be, before scoring. Usage, from the repository root:
 
-    python benchmarks/quality_global.py --photos /work/data/photos --pairs /work/data/pairs \\
-        --default-weights weights/lut-default.safetensors --lut runs/pairs-lut.safetensors \\
+    python benchmarks/quality_global.py --photos $AUTOHDR_DATA/photos --pairs $AUTOHDR_DATA/pairs \\
+        --default-weights autohdr_cli/weights/lut-default.safetensors --lut runs/pairs-lut.safetensors \\
         --nilut runs/pairs-nilut.safetensors
 
 Oracle and static LUTs are least-squares fits (trilinear interpolation is linear in the table), solved by
@@ -43,7 +43,8 @@ from autohdr_cli.imageio import load_image
 from autohdr_cli.models.lut import apply_lut, identity_lut
 from autohdr_cli.pairs import find_pairs, split_pairs
 from autohdr_cli.inference import enhance_tensor
-from autohdr_cli.train import DegradationRanges, degrade, random_degradations, resize_long_side
+from autohdr_cli.train_data import DegradationRanges, degrade, random_degradations, resize_long_side
+from autohdr_cli.devdata import data_option
 
 #: Seed of the benchmark's degradations (distinct from training's and the validation's).
 BENCHMARK_SEED = 2024
@@ -311,9 +312,9 @@ def pairs_table(args) -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     """Print the tables; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=Path, default=Path("/work/data/photos"))
-    parser.add_argument("--pairs", type=Path, default=Path("/work/data/pairs"))
-    parser.add_argument("--default-weights", type=Path, default=Path("weights/lut-default.safetensors"))
+    parser.add_argument("--photos", **data_option("photos"))
+    parser.add_argument("--pairs", **data_option("pairs"))
+    parser.add_argument("--default-weights", type=Path, default=Path("autohdr_cli/weights/lut-default.safetensors"))
     parser.add_argument("--lut", type=Path, help="lut checkpoint trained on the pairs (autohdr train)")
     parser.add_argument("--nilut", type=Path, help="nilut checkpoint trained on the pairs (autohdr train)")
     parser.add_argument("--size", type=int, default=1024, help="long side the photos are measured at")

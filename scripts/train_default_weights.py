@@ -1,9 +1,9 @@
-"""Re-train the shipped default ``lut`` weights from scratch: ``weights/lut-default.safetensors``.
+"""Re-train the shipped default ``lut`` weights from scratch: ``autohdr_cli/weights/lut-default.safetensors``.
 
 The default look is an auto-fix: it learns to undo random exposure, white-balance, contrast and
 saturation errors made to real photos (the originals are the targets). Usage, from the repository root:
 
-    nice -n 10 python scripts/train_default_weights.py --photos /work/data/photos --pairs /work/data/pairs
+    nice -n 10 python scripts/train_default_weights.py --photos $AUTOHDR_DATA/photos --pairs $AUTOHDR_DATA/pairs
 
 Held out (never trained on): the pairs folder's validation split at the defaults of ``autohdr train``
 and ``autohdr evaluate`` (``--val-split 0.2 --seed 0``), by stem, for both the photos and the pairs, so
@@ -29,21 +29,20 @@ from PIL import Image
 
 from autohdr_cli.imageio import load_image
 from autohdr_cli.pairs import find_pairs, split_pairs
-from autohdr_cli.train import (
+from autohdr_cli.train import TrainOptions, parse_duration, train
+from autohdr_cli.train_data import (
     DegradationRanges,
     DegradedPhotos,
     MixedData,
     PairData,
-    TrainOptions,
     degrade,
     load_pairs,
-    parse_duration,
     random_degradations,
     resize_long_side,
-    train,
 )
+from autohdr_cli.devdata import data_option
 
-#: The recipe of the shipped weights (see weights/README.md); --config overrides keys. Thumbnails of
+#: The recipe of the shipped weights (see autohdr_cli/weights/README.md); --config overrides keys. Thumbnails of
 #: the training crops, as the shipped file was trained: whole-photo thumbnails (which help on the
 #: pairs) made no difference here (21.97 against 21.98 dB on the held-out degraded photos).
 DEFAULT_CONFIG = {"lut_size": 33, "num_basis": 3, "thumbnail_size": 128, "curves": "before", "photo_thumbnail": False}
@@ -100,11 +99,11 @@ def degraded_validation(photos: list[torch.Tensor], names: list[str], ranges: De
 def main(argv: list[str] | None = None) -> int:
     """Build the data, train, and write the checkpoint; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=Path, default=Path("/work/data/photos"), help="raw photos folder")
-    parser.add_argument("--pairs", type=Path, default=Path("/work/data/pairs"), help="before/after pairs folder")
-    parser.add_argument("--cache", type=Path, default=Path("/work/cache/autohdr-photos"), help="decoded-photo cache")
+    parser.add_argument("--photos", **data_option("photos"))
+    parser.add_argument("--pairs", **data_option("pairs"))
+    parser.add_argument("--cache", type=Path, required=True, help="decoded-photo cache folder")
     parser.add_argument("--cache-size", type=int, default=1024, help="long side of the cached photos")
-    parser.add_argument("--output", "-o", type=Path, default=Path("weights/lut-default.safetensors"))
+    parser.add_argument("--output", "-o", type=Path, default=Path("autohdr_cli/weights/lut-default.safetensors"))
     parser.add_argument("--config", default="{}", help="JSON overriding the model recipe")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--time-limit", default=None, help="e.g. 15m: stop early with a valid checkpoint")
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="widen the clean photos by this fraction of the degradation ranges (0 = off)")
     parser.add_argument("--more-photos", type=Path, default=None,
                         help="a folder of further real photos to train on (21 Debian wallpaper photos made the "
-                             "held-out result worse: weights/README.md)")
+                             "held-out result worse: autohdr_cli/weights/README.md)")
     parser.add_argument("--edited-photos", action="store_true",
                         help="also use the pairs' edited targets (training stems only) as clean photos")
     parser.add_argument("--seed", type=int, default=0)

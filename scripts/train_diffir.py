@@ -1,10 +1,10 @@
-"""Train the shipped default DiffIR weights, ``weights/diffir-default.safetensors``, on the development pairs.
+"""Train the shipped default DiffIR weights, ``autohdr_cli/weights/diffir-default.safetensors``, on the development pairs.
 
 Usage, from the repository root (about 50 minutes on a 2-core CPU; any machine: each stage's step count
 is fitted to its time budget by timing a few steps first, so the learning-rate schedule completes):
 
-    nice -n 10 python scripts/train_diffir.py --pairs /work/data/pairs --stage 1 --time-budget 20m --threads 2
-    nice -n 10 python scripts/train_diffir.py --pairs /work/data/pairs --stage 2 --time-budget 25m
+    nice -n 10 python scripts/train_diffir.py --pairs $AUTOHDR_DATA/pairs --stage 1 --time-budget 20m --threads 2
+    nice -n 10 python scripts/train_diffir.py --pairs $AUTOHDR_DATA/pairs --stage 2 --time-budget 25m
 
 Stage 1 writes ``NAME.stage1.safetensors``; stage 2 starts from it. ``--timesteps 0`` (with another
 ``--output``) trains the ablation where CPEN-S2's output is used directly instead of 4 diffusion steps,
@@ -27,16 +27,16 @@ import torch
 
 from autohdr_cli.checkpoint import load_checkpoint, save_checkpoint
 from autohdr_cli.models.diffir import DiffIR, preset
-from autohdr_cli.train import (
-    NativeCrops, TrainOptions, decode_split, parse_duration, seconds_per_step, split_folders, stage1_path, train,
-)
+from autohdr_cli.train import TrainOptions, parse_duration, seconds_per_step, stage1_path, train
+from autohdr_cli.train_data import NativeCrops, decode_split, split_folders
+from autohdr_cli.devdata import data_option
 
 
 def main(argv: list[str] | None = None) -> int:
     """Split and decode the pairs, fit the step count to the time budget, train one stage."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=Path, default=Path("/work/data/pairs"), help="before/after pairs folder")
-    parser.add_argument("--output", "-o", type=Path, default=Path("weights/diffir-default.safetensors"))
+    parser.add_argument("--pairs", **data_option("pairs"))
+    parser.add_argument("--output", "-o", type=Path, default=Path("autohdr_cli/weights/diffir-default.safetensors"))
     parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
     parser.add_argument("--stage1", type=Path, default=None,
                         help="stage 2: the stage-1 checkpoint to start from (default: the output's .stage1 file)")

@@ -1,9 +1,9 @@
-"""Train the shipped default NAFNet weights, ``weights/nafnet-default.safetensors``, on the development pairs.
+"""Train the shipped default NAFNet weights, ``autohdr_cli/weights/nafnet-default.safetensors``, on the development pairs.
 
 Usage, from the repository root (about 35 minutes on a 2-core CPU; any machine: the step count is fitted
 to ``--time-budget`` by timing a few steps first, so the learning-rate schedule always completes):
 
-    nice -n 10 python scripts/train_nafnet.py --pairs /work/data/pairs --time-budget 35m
+    nice -n 10 python scripts/train_nafnet.py --pairs $AUTOHDR_DATA/pairs --time-budget 35m
 
 One thread by default: on a CPU shared with other jobs, two OpenMP threads spend most of their time
 waiting for each other (measured: 2-20x slower steps than one thread under a load of 7 on 2 cores).
@@ -27,14 +27,16 @@ from pathlib import Path
 import torch
 
 from autohdr_cli.models.nafnet import NAFNet, preset
-from autohdr_cli.train import NativeCrops, TrainOptions, decode_split, parse_duration, seconds_per_step, split_folders, train
+from autohdr_cli.train import TrainOptions, parse_duration, seconds_per_step, train
+from autohdr_cli.train_data import NativeCrops, decode_split, split_folders
+from autohdr_cli.devdata import data_option
 
 
 def main(argv: list[str] | None = None) -> int:
     """Split and decode the pairs, fit the step count to the time budget, train, write the checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=Path, default=Path("/work/data/pairs"), help="before/after pairs folder")
-    parser.add_argument("--output", "-o", type=Path, default=Path("weights/nafnet-default.safetensors"))
+    parser.add_argument("--pairs", **data_option("pairs"))
+    parser.add_argument("--output", "-o", type=Path, default=Path("autohdr_cli/weights/nafnet-default.safetensors"))
     parser.add_argument("--preset", default="small", help="NAFNet preset (small, medium, base, large)")
     parser.add_argument("--config", default="{}", help="JSON overriding preset fields")
     parser.add_argument("--time-budget", default="35m", help="wall time for the training steps, e.g. 35m")

@@ -237,7 +237,7 @@ def test_train_cli_runs_both_stages_and_resumes_into_stage2(tmp_path):
 def test_two_stage_run_resumes_exactly(tmp_path):
     from test_train import InterruptAfter
     from autohdr_cli.pairs import find_pairs
-    from autohdr_cli.train import load_pairs
+    from autohdr_cli.train_data import load_pairs
 
     pairs = write_pairs(tmp_path / "pairs", size=(40, 32))
     found = find_pairs(pairs).pairs

@@ -136,7 +136,7 @@ def test_psnr_ssim_and_delta_e_are_per_image_and_rank_worse_images_lower():
     assert ssim(pred, target)[0] > ssim(pred, target)[1]
     assert delta_e2000(pred, target)[0] < delta_e2000(pred, target)[1]
     in_levels = psnr(pred, target, data_range=255.0)[0]
-    assert in_levels == pytest.approx(psnr(pred, target)[0] + 20 * math.log10(255), abs=1e-3)
+    assert in_levels.item() == pytest.approx(psnr(pred, target)[0].item() + 20 * math.log10(255), abs=1e-3)
 
 
 def test_rgb_to_lab_and_delta_e_on_known_colours():

@@ -19,21 +19,18 @@ from typer.testing import CliRunner
 from autohdr_cli.checkpoint import load_checkpoint
 from autohdr_cli.cli import app
 from autohdr_cli.pairs import find_pairs
-from autohdr_cli.train import (
+from autohdr_cli.train import TrainOptions, parse_duration, state_path, train
+from autohdr_cli.train_data import (
     DegradationRanges,
     DegradedPhotos,
     MixedData,
     PairData,
     TrainError,
-    TrainOptions,
     degrade,
     load_pairs,
     paired_augmentation,
-    parse_duration,
     random_crops,
     random_degradations,
-    state_path,
-    train,
 )
 
 TINY = {"lut_size": 5, "num_basis": 2, "thumbnail_size": 16, "widths": [4, 8], "hidden": 8, "histogram_bins": 4}
@@ -284,7 +281,7 @@ def test_torchrun_two_cpu_processes(pairs, tmp_path):
 
 
 def test_native_crops_are_aligned_and_bring_whole_photos_when_asked(tmp_path):
-    from autohdr_cli.train import NativeCrops
+    from autohdr_cli.train_data import NativeCrops
 
     folder = write_pairs(tmp_path / "pairs", count=3, size=(40, 30))
     data = NativeCrops(load_pairs(find_pairs(folder).pairs, 40))

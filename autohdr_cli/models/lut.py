@@ -171,11 +171,11 @@ class AdaptiveLUTConfig:
     of each channel (0 = none), which measures exposure and colour cast directly. ``curves`` adds
     per-channel curves of ``curve_points`` points predicted for each image, composed "before" the 3D
     LUT (SepLUT style), "after" it, or "none". Curves are on by default because they measurably help
-    (weights/README.md): +1.7 dB on held-back real-estate pairs, +0.4 dB on degraded photos.
+    (autohdr_cli/weights/README.md): +1.7 dB on held-back real-estate pairs, +0.4 dB on degraded photos.
     The two regulariser weights are those of Zeng et al. ``photo_thumbnail`` (training only): the
     thumbnail of a training crop is made from the crop's whole photo, as at inference (the data then
     brings the photos along), instead of from the crop: +0.54 dB on the held-out real-estate pairs
-    (27.05 against 26.51, weights/README.md).
+    (27.05 against 26.51, autohdr_cli/weights/README.md).
     """
 
     lut_size: int = 33
