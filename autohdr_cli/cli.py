@@ -238,6 +238,11 @@ def train(
         Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
     ] = None,
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction of pairs held out for validation.")] = 0.2,
+    val_list: Annotated[
+        Optional[Path],
+        typer.Option("--val-list", help="Hold out exactly the pairs this file names (one stem or file name a "
+                     "line), e.g. every photo of one source, instead of a random --val-split."),
+    ] = None,
     val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N steps.")] = 100,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Write the checkpoint every N steps.")
@@ -282,7 +287,7 @@ def train(
     options = TrainOptions(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,
-        val_split=val_split,
+        val_split=val_split, val_list=val_list,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
     )
@@ -327,6 +332,11 @@ def evaluate(
         float, typer.Option("--val-split", help="Fraction of the pairs in the validation split (as in train).")
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the validation split (as in train).")] = 0,
+    val_list: Annotated[
+        Optional[Path],
+        typer.Option("--val-list", help="With PAIRS: score exactly the pairs this file names (as train's "
+                     "--val-list: the held-out source); implies --split val."),
+    ] = None,
     device: Annotated[str, typer.Option(help="Where models run: cpu, cuda[:N] or mps.")] = "cpu",
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Write the summary and one record per photo as JSON.")
@@ -355,8 +365,10 @@ def evaluate(
         raise _usage_error(f"--split {split}: expected 'all' or 'val'")
     if not 0.0 < val_split < 1.0:
         raise _usage_error(f"--val-split {val_split}: expected a fraction between 0 and 1")
-    if len(folders) == 2 and (weights or lut or split != "all"):
-        raise _usage_error("--weights, --lut and --split go with one PAIRS folder, not PRED_DIR TARGET_DIR")
+    if len(folders) == 2 and (weights or lut or split != "all" or val_list):
+        raise _usage_error("--weights, --lut, --split and --val-list go with one PAIRS folder, not PRED_DIR TARGET_DIR")
+    if val_list is not None:
+        split = "val"
     if len(folders) == 1 and source is not None:
         raise _usage_error("--source goes with PRED_DIR TARGET_DIR (a PAIRS folder holds its own sources)")
     device_problem = scoring.check_device(device)
@@ -374,7 +386,7 @@ def evaluate(
                 models, load_problems = scoring.load_models(weights or [], lut or [], device)
                 evaluation = scoring.evaluate_models(
                     folders[0], models,
-                    split=split, val_fraction=val_split, seed=seed, device=device, images=images,
+                    split=split, val_fraction=val_split, seed=seed, val_list=val_list, device=device, images=images,
                     problems=load_problems, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             failures = report.write_reports(

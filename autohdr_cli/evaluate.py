@@ -43,7 +43,17 @@ from .metrics import (
 )
 from .models.lut import StaticLUT
 from .progress import ProgressBar
-from .pairs import Pair, PairsError, photos_by_stem, find_pairs, image_size, split_pairs
+from .pairs import (
+    Pair,
+    PairsError,
+    check_stems_found,
+    find_pairs,
+    image_size,
+    photos_by_stem,
+    read_stem_list,
+    split_by_stems,
+    split_pairs,
+)
 from .inference import enhance_tensor
 from .report import ReportImages
 from .scores import IDENTITY, RESULT, EvaluateError, Evaluation, PhotoScores, Score
@@ -420,6 +430,7 @@ def evaluate_models(
     split: str = "all",
     val_fraction: float = 0.2,
     seed: int = 0,
+    val_list: str | os.PathLike | None = None,
     device: str = "cpu",
     images: ReportImages | None = None,
     problems: Sequence[str] = (),
@@ -429,17 +440,23 @@ def evaluate_models(
     """Run each model on the pairs (``split`` "all", or "val": the split training holds out) and score
     it beside identity, timing each model call (seconds per photo, MP/s).
 
+    With ``val_list`` the validation split is exactly the pairs that file names (train's ``--val-list``).
+
     ``problems`` are lines from loading the models, reported first with the pairs' own problems.
     """
     if split not in ("all", "val"):
         raise EvaluateError(f"--split must be 'all' or 'val', not {split!r}")
     try:
         pair_set = find_pairs(pairs_root)
+        pairs = pair_set.pairs
+        if split == "val" and val_list is not None:
+            stems = read_stem_list(val_list)
+            check_stems_found(stems, pairs, val_list)
+            _, pairs = split_by_stems(pairs, stems)
+        elif split == "val":
+            _, pairs = split_pairs(pairs, val_fraction, seed)
     except PairsError as e:
         raise EvaluateError(str(e)) from None
-    pairs = pair_set.pairs
-    if split == "val":
-        _, pairs = split_pairs(pairs, val_fraction, seed)
     if not pairs and not pair_set.problems:
         where = " in the validation split" if split == "val" else ""
         raise EvaluateError(f"{pairs_root}: no pairs to score{where}")

@@ -78,6 +78,7 @@ class TrainOptions:
     device: str = "auto"
     resume: Path | None = None
     val_split: float = 0.2
+    val_list: Path | None = None  # hold out exactly the pairs this file names (a whole source)
     val_every: int = 100
     checkpoint_every: int = 250
     crop: int = 256
@@ -435,7 +436,7 @@ def _check_resume(state: dict, options: TrainOptions) -> None:
 
 def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[PairData, PairData, dict, list[str]]:
     """Training and validation pairs from the pairs folders, problems listed before any decoding."""
-    split = split_folders(options.pairs, options.val_split, options.validation_seed)
+    split = split_folders(options.pairs, options.val_split, options.validation_seed, options.val_list)
     for line in split.problems:
         say(f"{line} (skipped)")
     split.check()
