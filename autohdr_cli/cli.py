@@ -237,6 +237,11 @@ def train(
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
     ] = None,
+    init: Annotated[
+        Optional[Path],
+        typer.Option("--init", help="Fine-tune from this checkpoint of the same model (its config, under "
+                     "--config; a --config that changes shapes starts cold with a warning)."),
+    ] = None,
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction of pairs held out for validation.")] = 0.2,
     val_list: Annotated[
         Optional[Path],
@@ -287,7 +292,7 @@ def train(
     options = TrainOptions(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,
-        val_split=val_split, val_list=val_list,
+        val_split=val_split, val_list=val_list, init=init,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
     )

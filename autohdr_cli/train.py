@@ -79,6 +79,7 @@ class TrainOptions:
     resume: Path | None = None
     val_split: float = 0.2
     val_list: Path | None = None  # hold out exactly the pairs this file names (a whole source)
+    init: Path | None = None  # start from this checkpoint's weights (same model), not from random ones
     val_every: int = 100
     checkpoint_every: int = 250
     crop: int = 256
@@ -305,6 +306,8 @@ def train(
     with a ``validation`` set and a ``description`` stored in the checkpoint. ``report`` gets one-line
     messages (problems found, the split); by default they go to stderr on the main process.
     """
+    if options.init is not None and options.resume is None:
+        options = _with_init_config(options)
     try:
         model_name, config = resolve_preset(options.model, options.config)
     except KeyError as e:
@@ -346,8 +349,45 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
 
 
-def _build_model(options: TrainOptions, look_names: list[str], start_from: Path | None = None) -> nn.Module:
-    """A fresh model (seeded), the one being resumed, or (DiffIR) a stage-1 model to start stage 2 from."""
+def _load_init(path: Path):
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        raise TrainError(f"--init {e}") from None
+
+
+def _with_init_config(options: TrainOptions) -> TrainOptions:
+    """The options of a run that starts from ``--init``: its model, its config under the given ``--config``.
+
+    The starting checkpoint must hold the same model (``nafnet-base`` and ``nafnet`` are both nafnet);
+    its config is the base, so the shapes match unless ``--config`` changes them.
+    """
+    start = _load_init(options.init)
+    wanted = options.model.partition("-")[0]
+    if start.name != wanted:
+        raise TrainError(f"--init {options.init}: holds a {start.name} model; it cannot start --model {options.model}")
+    return dataclasses.replace(options, model=start.name, config={**start.config, **options.config})
+
+
+def _start_from_init(model: nn.Module, options: TrainOptions, say: Callable[[str], None]) -> None:
+    """Copy ``--init``'s weights into a freshly built model, or say why the run starts cold instead."""
+    weights = _load_init(options.init).model.state_dict()
+    own = model.state_dict()
+    differing = sorted(k for k in own.keys() | weights.keys()
+                       if k not in own or k not in weights or own[k].shape != weights[k].shape)
+    if differing:
+        say(f"warning: --init {options.init}: {len(differing)} tensor(s) differ in shape from this --config "
+            f"(first: {differing[0]}); starting from random weights instead")
+        return
+    model.load_state_dict(weights)
+    say(f"starting from {options.init}")
+
+
+def _build_model(
+    options: TrainOptions, look_names: list[str], start_from: Path | None = None, say: Callable[[str], None] = print
+) -> nn.Module:
+    """A fresh model (seeded, or from ``--init``), the one being resumed, or (DiffIR) a stage-1 model to
+    start stage 2 from."""
     if start_from is not None:
         try:
             model = load_checkpoint(start_from).model
@@ -369,9 +409,12 @@ def _build_model(options: TrainOptions, look_names: list[str], start_from: Path 
             config["style_names"] = tuple(look_names)
     torch.manual_seed(options.seed)
     try:
-        return build(options.model, config)
+        model = build(options.model, config)
     except (TypeError, ValueError) as e:
         raise TrainError(f"bad config for model {options.model!r}: {e}") from None
+    if options.init is not None:
+        _start_from_init(model, options, say)
+    return model
 
 
 class CSVLog:
@@ -461,7 +504,7 @@ def _train(options, data, validation, description, device, place, say, start_fro
     validation = validation or PairData([], [], [], [])
     description = dict(description or {})
 
-    model = _build_model(options, look_names, start_from).to(device).train()
+    model = _build_model(options, look_names, start_from, say).to(device).train()
     whole_size = getattr(model, "prior_size", 0)  # the model reads whole photos too: the data must bring them
     if whole_size and hasattr(data, "whole_size"):
         data.whole_size = whole_size
@@ -494,6 +537,8 @@ def _train(options, data, validation, description, device, place, say, start_fro
         )
         if getattr(model.config, "stage", None) is not None:
             record["stage"] = model.config.stage
+        if options.init is not None:
+            record["init"] = Path(options.init).name
         if final:
             record["validation"] = final
         save_checkpoint(options.output, model, training=record)

@@ -77,3 +77,45 @@ def test_evaluate_refuses_a_list_naming_unknown_pairs(tmp_path):
     result = run_cli("evaluate", str(pairs), "--val-list", str(listing), "--quiet")
     assert result.exit_code == 2 and "p9" in result.output
     assert len(find_pairs(pairs).pairs) == 3
+
+
+def _train_tiny(tmp_path, name, *extra):
+    pairs = tmp_path / "pairs"
+    if not pairs.exists():
+        write_pairs(pairs, count=4)
+    out = tmp_path / f"{name}.safetensors"
+    result = run_cli("train", str(pairs), "-o", str(out), "--steps", "2", "--batch", "2", "--crop", "16",
+                     "--train-size", "32", "--quiet", *extra)
+    return out, result
+
+
+def test_init_starts_from_a_checkpoint_of_the_same_model_and_records_it(tmp_path):
+    first, result = _train_tiny(tmp_path, "first", "--config", json.dumps(TINY), "--seed", "3")
+    assert result.exit_code == 0, result.output
+    # No --config: the run takes the starting checkpoint's shapes, and its weights.
+    second, result = _train_tiny(tmp_path, "second", "--init", str(first), "--lr", "1e-12")
+    assert result.exit_code == 0, result.output
+    assert f"starting from {first}" in result.output
+    start, tuned = load_checkpoint(first), load_checkpoint(second)
+    assert tuned.config == start.config and tuned.training["init"] == "first.safetensors"
+    for key, value in start.model.state_dict().items():
+        assert (tuned.model.state_dict()[key] - value).abs().max().item() < 1e-4, key  # lr ~0: barely moved
+
+
+def test_init_with_a_config_that_changes_shapes_starts_cold_with_a_warning(tmp_path):
+    first, _ = _train_tiny(tmp_path, "first", "--config", json.dumps(TINY))
+    bigger = dict(TINY, lut_size=TINY["lut_size"] + 2)
+    second, result = _train_tiny(tmp_path, "second", "--init", str(first), "--config", json.dumps(bigger))
+    assert result.exit_code == 0, result.output
+    assert "warning: --init" in result.output and "starting from random weights" in result.output
+    assert load_checkpoint(second).config["lut_size"] == bigger["lut_size"]
+
+
+def test_init_from_another_model_or_a_bad_file_is_one_line_and_exit_2(tmp_path):
+    first, _ = _train_tiny(tmp_path, "first", "--config", json.dumps(TINY))
+    _, result = _train_tiny(tmp_path, "second", "--init", str(first), "--model", "nafnet")
+    assert result.exit_code == 2 and "holds a lut model; it cannot start --model nafnet" in result.output
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    _, result = _train_tiny(tmp_path, "third", "--init", str(junk))
+    assert result.exit_code == 2 and "--init" in result.output and "junk.safetensors" in result.output
