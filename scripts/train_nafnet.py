@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     """Split and decode the pairs, fit the step count to the time budget, train, write the checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", **data_option("pairs"))
+    parser.add_argument("--val-list", type=Path, default=None,
+                        help="hold out the pairs this file names (a whole source; benchmarks/source_splits.py)")
     parser.add_argument("--output", "-o", type=Path, default=Path("autohdr_cli/weights/nafnet-default.safetensors"))
     parser.add_argument("--preset", default="small", help="NAFNet preset (small, medium, base, large)")
     parser.add_argument("--config", default="{}", help="JSON overriding preset fields")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     config = preset(args.preset, **json.loads(args.config))
-    split = split_folders([args.pairs], 0.2, args.split_seed)
+    split = split_folders([args.pairs], 0.2, args.split_seed, args.val_list)
     train_pairs, validation = decode_split(split, args.train_size)
     data = NativeCrops(train_pairs)
     data.whole_size = config.whole_context  # crops bring their whole photos when the model reads them
