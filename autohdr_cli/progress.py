@@ -75,6 +75,8 @@ class ProgressReporter(ProgressBar):
         """Called once per photo with its :class:`autohdr_cli.pipeline.FileResult`."""
         if result.status == "failed":
             self.print_line(f"{result.input}: {result.error}")
+        elif result.warning:
+            self.print_line(f"{result.input}: warning: {result.warning}")
         elif self.dry_run:
             note = " (exists, skipped)" if result.status == "skipped" else ""
             print(f"{result.input} -> {result.output}{note}", flush=True)
