@@ -185,7 +185,7 @@ def enhance(
     except UsageError as e:
         raise _usage_error(str(e)) from None
     try:
-        shard_value = parse_shard(shard) if shard else None
+        shard_value = parse_shard(shard) if shard is not None else None
     except ValueError as e:
         raise _usage_error(str(e)) from None
     model_file = _pick_model_file(lut, weights, model)

@@ -12,6 +12,7 @@ place, so a crash or Ctrl-C never leaves a half-written photo behind.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import struct
@@ -508,6 +509,9 @@ def _read_png16(f) -> Photo:
 def _read_tiff(f) -> Photo:
     import tifffile
 
+    # tifffile logs what it finds damaged on its own; our one line per photo says it already.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+
     with tifffile.TiffFile(f, name="photo.tif", _multifile=False) as tif:
         if not tif.pages:
             raise PhotoError("TIFF file has no image")
@@ -632,7 +636,7 @@ def encode_photo(
         data = imagecodecs.png_encode(samples, level=3)
         return _png_add_metadata(data, icc, exif, xmp)
     if fmt == "jpeg":
-        return _encode_jpeg(samples, quality, icc, exif, xmp, iptc, notes)
+        return _encode_jpeg(samples, quality, meta, notes)
     if alpha is None:
         image = pillow_image(samples)
     else:
@@ -666,15 +670,7 @@ def pillow_image(pixels: np.ndarray, row_step: int = 1) -> Image.Image:
     return Image.new("RGB", (0, 0))._new(core)
 
 
-def _encode_jpeg(
-    rgb: np.ndarray,
-    quality: int,
-    icc: bytes | None,
-    exif: bytes | None,
-    xmp: bytes | None = None,
-    iptc: bytes | None = None,
-    notes: list[str] | None = None,
-) -> bytes:
+def _encode_jpeg(rgb: np.ndarray, quality: int, meta: Photo, notes: list[str]) -> bytes:
     """Baseline JPEG, 4:4:4, through libjpeg-turbo in imagecodecs.
 
     The bytes are the same as Pillow's ``save(quality=q, subsampling=0)`` (tested), but imagecodecs
@@ -692,7 +688,7 @@ def _encode_jpeg(
     data = imagecodecs.jpeg8_encode(
         samples, level=quality, colorspace=colorspace, outcolorspace=imagecodecs.JPEG8.CS.YCbCr, subsampling=(1, 1)
     )
-    return _jpeg_add_metadata(bytes(data), icc, exif, xmp, iptc, notes)
+    return _jpeg_add_metadata(bytes(data), meta, notes)
 
 
 #: Largest payload of one JPEG marker segment (its length field counts itself).
@@ -711,20 +707,13 @@ def _photoshop_iptc(iptc: bytes) -> bytes:
     return _PHOTOSHOP_APP13 + b"8BIM" + struct.pack(">HHI", 0x0404, 0, len(iptc)) + iptc + padding
 
 
-def _jpeg_add_metadata(
-    data: bytes,
-    icc: bytes | None,
-    exif: bytes | None,
-    xmp: bytes | None = None,
-    iptc: bytes | None = None,
-    notes: list[str] | None = None,
-) -> bytes:
-    """Insert EXIF and XMP (APP1), ICC (APP2, in chunks) and IPTC (APP13) after the JFIF header.
+def _jpeg_add_metadata(data: bytes, meta: Photo, notes: list[str]) -> bytes:
+    """Insert ``meta``'s EXIF and XMP (APP1), ICC (APP2, in chunks) and IPTC (APP13) after the JFIF header.
 
     A block too large for its JPEG segment is dropped, with a line in ``notes``: the photo matters
     more than its metadata.
     """
-    notes = [] if notes is None else notes
+    icc, exif, xmp, iptc = meta.icc, meta.exif, meta.xmp, meta.iptc
     extra = b""
     if exif:
         payload = exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif

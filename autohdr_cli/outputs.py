@@ -149,22 +149,26 @@ class OutputFolder:
                     self.stale_removed += removed
         return fd
 
-    def exists(self, relative: PurePosixPath) -> bool:
-        """Whether an entry (of any kind, symlinks not followed) is at ``relative``."""
+    def lstat(self, relative: PurePosixPath) -> os.stat_result | None:
+        """The entry at ``relative`` (of any kind, symlinks not followed), or None if there is none."""
         relative = safe_relative(relative)
         fd = self._open_folder(relative.parent, create=False)
         if fd is None:
-            return False
+            return None
         try:
-            os.stat(relative.name, dir_fd=fd, follow_symlinks=False)
-            return True
+            return os.stat(relative.name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
-            return False
+            return None
         finally:
             os.close(fd)
 
-    def write(self, relative: PurePosixPath, data: bytes) -> None:
-        """Write ``data`` at ``relative`` atomically: a temporary file beside it, then a rename."""
+    def exists(self, relative: PurePosixPath) -> bool:
+        """Whether an entry (of any kind, symlinks not followed) is at ``relative``."""
+        return self.lstat(relative) is not None
+
+    def write(self, relative: PurePosixPath, data: bytes) -> os.stat_result:
+        """Write ``data`` at ``relative`` atomically (a temporary file beside it, then a rename); returns
+        the written file's ``stat``."""
         relative = safe_relative(relative)
         fd = self._open_folder(relative.parent, create=True)
         temporary = temp_name(relative.name)
@@ -180,6 +184,7 @@ class OutputFolder:
             finally:
                 os.close(out)
             os.replace(temporary, relative.name, src_dir_fd=fd, dst_dir_fd=fd)
+            return os.stat(relative.name, dir_fd=fd, follow_symlinks=False)
         except BaseException:
             try:
                 os.unlink(temporary, dir_fd=fd)
@@ -220,7 +225,7 @@ class Manifest:
     def __init__(self, folder: OutputFolder, shard: tuple[int, int] | None):
         self.folder = folder
         self.name = PurePosixPath(MANIFEST_FOLDER, f"shard-{shard[0]}-of-{shard[1]}.jsonl" if shard else "all.jsonl")
-        self.made_by: dict[str, tuple[int, str]] = {}  # output -> (time, recipe id)
+        self.made_by: dict[str, tuple[int, str, list]] = {}  # output -> (time, recipe id, [size, mtime_ns])
         self.recipes: dict[str, dict] = {}
         self._announced: set[str] = set()
         self._read()
@@ -255,24 +260,32 @@ class Manifest:
             stamp = record.get("time") if isinstance(record.get("time"), int) else 0
             previous = self.made_by.get(record["output"])
             if previous is None or stamp >= previous[0]:
-                self.made_by[record["output"]] = (stamp, record["recipe"])
+                self.made_by[record["output"]] = (stamp, record["recipe"], record.get("file"))
 
-    def recipe_of(self, relative: PurePosixPath) -> str | None:
-        """The recipe id recorded for an output, or None when it has no record."""
+    def recipe_of(self, relative: PurePosixPath, found: os.stat_result) -> str | None:
+        """The recipe id recorded for an output, or None when it has no record or the file there is
+        not the one recorded (another size or modification time: replaced by hand or another tool)."""
         entry = self.made_by.get(relative.as_posix())
-        return entry[1] if entry else None
+        if entry is None or entry[2] != _identity(found):
+            return None
+        return entry[1]
 
-    def record(self, relative: PurePosixPath, recipe: dict) -> None:
-        """Record that ``recipe`` made the output at ``relative`` (after it was written)."""
+    def record(self, relative: PurePosixPath, recipe: dict, written: os.stat_result) -> None:
+        """Record that ``recipe`` made the file ``written`` at ``relative`` (after it was written)."""
         identifier = recipe_id(recipe)
         if identifier not in self._announced:
             self._announced.add(identifier)
             self.folder.append(self.name, json.dumps({"recipe": identifier, "made_with": recipe}) + "\n")
         stamp = time.time_ns()
-        line = json.dumps({"output": relative.as_posix(), "recipe": identifier, "time": stamp}) + "\n"
-        self.folder.append(self.name, line)
-        self.made_by[relative.as_posix()] = (stamp, identifier)
+        file = _identity(written)
+        record = {"output": relative.as_posix(), "recipe": identifier, "time": stamp, "file": file}
+        self.folder.append(self.name, json.dumps(record) + "\n")
+        self.made_by[relative.as_posix()] = (stamp, identifier, file)
         self.recipes[identifier] = recipe
+
+
+def _identity(found: os.stat_result) -> list:
+    return [found.st_size, found.st_mtime_ns]
 
 
 def differences(old: dict | None, new: dict) -> str:

@@ -326,8 +326,6 @@ class ReportWriter:
             raise UsageError(f"--report {display(path)}: the file name must end in .jsonl or .csv")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if special_kind(os.stat(path).st_mode if path.exists() else 0o100000) is not None:
-                raise UsageError(f"--report {display(path)}: exists and is not a regular file")
             self._file = open(path, "w", newline="", encoding="utf-8")
         except OSError as e:
             raise UsageError(f"--report {display(path)}: cannot write: {e.strerror or e}") from None
@@ -435,9 +433,10 @@ def _check_recipes(jobs: list[Job], folder: OutputFolder, manifest: Manifest, re
     current = recipe_id(recipe)
     stale = []
     for job in jobs:
-        if job.error or not folder.exists(job.relative):
+        found = None if job.error else folder.lstat(job.relative)
+        if found is None:
             continue
-        made_by = manifest.recipe_of(job.relative)
+        made_by = manifest.recipe_of(job.relative, found)
         if made_by is None:
             summary.unrecorded += 1
         elif made_by != current:
@@ -538,8 +537,8 @@ class _Writer:
             job.relative, photo, fmt=fmt, quality=self.options.quality,
             strip_metadata=self.options.strip_metadata, notes=notes,
         )
-        self.folder.write(job.relative, data)
-        self.manifest.record(job.relative, self.recipe)
+        written = self.folder.write(job.relative, data)
+        self.manifest.record(job.relative, self.recipe, written)
         return notes
 
 
