@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .probe import DEFAULT_MAX_MEGAPIXELS
 
 
 class _OneLineUsageErrors(TyperGroup):
@@ -139,7 +140,7 @@ def enhance(
     max_megapixels: Annotated[
         float,
         typer.Option("--max-megapixels", min=0.001, help="Refuse photos whose header declares more pixels (before decoding)."),
-    ] = 400.0,
+    ] = DEFAULT_MAX_MEGAPIXELS,
     workers: Annotated[
         int, typer.Option(min=0, help="Decode/encode threads (0 = one per CPU core).")
     ] = 0,

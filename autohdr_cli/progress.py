@@ -72,7 +72,7 @@ class ProgressReporter(ProgressBar):
         self.update(0, total)
 
     def result(self, result) -> None:
-        """Called once per photo with its :class:`autohdr_cli.pipeline.FileResult`."""
+        """Called once per photo with its :class:`autohdr_cli.results.FileResult`."""
         if result.status == "failed":
             self.print_line(f"{result.input}: {result.error}")
         elif result.warning:
