@@ -36,6 +36,7 @@ from .imageio import (
 )
 from .results import FileResult, Listing, ReportWriter, Summary
 from .outputs import (
+    MANIFEST_FOLDER,
     Manifest,
     OutputError,
     OutputFolder,
@@ -279,12 +280,20 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else 'unexpected error'}"
 
 
+def _lstat(folder: OutputFolder, job: Job) -> os.stat_result | None:
+    """The job's existing output, or None (none there, or not reachable safely: writing it will say why)."""
+    try:
+        return folder.lstat(job.relative)
+    except (OutputError, OSError):
+        return None
+
+
 def _check_recipes(jobs: list[Job], folder: OutputFolder, manifest: Manifest, recipe: dict, summary: Summary) -> None:
     """Refuse to skip outputs that another recipe made (unless --overwrite); count unrecorded ones."""
     current = recipe_id(recipe)
     stale = []
     for job in jobs:
-        found = None if job.error else folder.lstat(job.relative)
+        found = None if job.error else _lstat(folder, job)
         if found is None:
             continue
         made_by = manifest.recipe_of(job.relative, found)
@@ -327,7 +336,10 @@ def enhance_folder(
     jobs = list(list_jobs(source, output, options, summary.listing))
     folder = OutputFolder(output)
     recipe = recipe_of(model, options)
-    manifest = Manifest(folder, options.shard)
+    try:
+        manifest = Manifest(folder, options.shard)
+    except (OutputError, OSError) as e:
+        raise UsageError(f"{display(output)}: cannot read its {MANIFEST_FOLDER}: {getattr(e, 'strerror', None) or e}") from None
     if not options.overwrite:
         _check_recipes(jobs, folder, manifest, recipe, summary)
     report = ReportWriter(options.report)
@@ -349,9 +361,13 @@ def enhance_folder(
         if options.dry_run:
             for job in jobs:
                 source_text, output_text = display(job.source), display(job.output)
+                try:
+                    exists = job.error is None and folder.exists(job.relative)
+                except (OutputError, OSError) as error:
+                    job.error = _reason(error)
                 if job.error:
                     record(FileResult(source_text, output_text, "failed", error=job.error))
-                elif not options.overwrite and folder.exists(job.relative):
+                elif exists and not options.overwrite:
                     record(FileResult(source_text, output_text, "skipped", error="output exists"))
                 else:
                     record(FileResult(source_text, output_text, "planned"))

@@ -84,9 +84,11 @@ def test_a_symlinked_output_subfolder_into_the_input_is_never_written_through(tm
     (tmp_path / "out").mkdir()
     os.symlink(tmp_path / "in" / "sub", tmp_path / "out" / "sub")
     before = file_hashes(tmp_path / "in")
-    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--overwrite")
-    assert result.exit_code == 1
-    assert "symlink" in _reasons(result.stderr)["a.png"]
+    for options in (["--dry-run"], [], ["--overwrite"]):
+        result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, *options)
+        assert result.exit_code == 1, options
+        _no_traceback(result.stderr)
+        assert "symlink" in _reasons(result.stderr)["a.png"], options
     assert file_hashes(tmp_path / "in") == before  # the input photo behind the symlink is untouched
     assert (tmp_path / "out" / "b.png").is_file()
     assert not list((tmp_path / "in").rglob(f"*{TEMP_MARKER}*"))  # no temporary file went there either
@@ -112,6 +114,16 @@ def test_an_output_folder_reached_through_a_symlink_into_the_input_is_refused(tm
     os.symlink(tmp_path / "in", tmp_path / "sneaky")
     result = run("enhance", tmp_path / "in", tmp_path / "sneaky" / "out", "--lut", look)
     assert result.exit_code == 2 and "inside the input folder" in result.stderr
+
+
+def test_a_symlinked_manifest_folder_is_a_usage_error(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "a.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "out" / MANIFEST_FOLDER)
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look)
+    assert result.exit_code == 2 and MANIFEST_FOLDER in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not list((tmp_path / "elsewhere").iterdir())
 
 
 def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path, run, look):
