@@ -1,6 +1,7 @@
 """The ``autohdr`` command line: each command parses its options, calls library code, picks the exit code.
 
-Exit codes: 0 everything worked, 1 some file failed (the rest were done), 2 usage error.
+Exit codes: 0 everything worked, 1 some file failed (the rest were done), 2 usage error,
+3 (enhance) no photos in the input, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,10 +10,43 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
+from .probe import DEFAULT_MAX_MEGAPIXELS
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Typer's own usage errors (unknown option, missing argument, bad value) as one ``autohdr: error:``
+    line and exit 2, like ours, instead of a usage box."""
+
+    def make_context(self, *args, **kwargs):
+        """Parse the top level (global options, command name)."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as e:
+            raise _as_one_line(e) from None
+
+    def invoke(self, ctx):
+        """Parse and run a command."""
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as e:
+            raise _as_one_line(e) from None
+
+
+def _as_one_line(error: typer.TyperException) -> BaseException:
+    if getattr(error, "exit_code", None) != 2 or type(error).__name__ == "NoArgsIsHelpError":
+        return error  # not a usage error, or `autohdr` alone: the help it prints is the answer
+    context = getattr(error, "ctx", None)
+    command = f" (see {context.command_path} --help)" if context is not None else ""
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    typer.echo(f"autohdr: error: {message}{command}", err=True)
+    return typer.Exit(2)
+
 
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="autohdr",
     help="Learn a photo editor's look from before/after pairs and apply it to folders of photos.",
     no_args_is_help=True,
@@ -21,7 +55,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_PHOTOS = 0, 1, 2, 3
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -97,10 +131,16 @@ def enhance(
     ] = "same",
     suffix: Annotated[str, typer.Option(help="Text added to each output file's stem, e.g. _hdr.")] = "",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality (JPEG is 4:4:4).")] = 95,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else skipped).")] = False,
-    strip_metadata: Annotated[
-        bool, typer.Option("--strip-metadata", help="Drop EXIF and ICC profile from the outputs.")
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs (else skipped if made the same way).")
     ] = False,
+    strip_metadata: Annotated[
+        bool, typer.Option("--strip-metadata", help="Drop EXIF, ICC profile, XMP and IPTC from the outputs.")
+    ] = False,
+    max_megapixels: Annotated[
+        float,
+        typer.Option("--max-megapixels", min=0.001, help="Refuse photos whose header declares more pixels (before decoding)."),
+    ] = DEFAULT_MAX_MEGAPIXELS,
     workers: Annotated[
         int, typer.Option(min=0, help="Decode/encode threads (0 = one per CPU core).")
     ] = 0,
@@ -125,12 +165,15 @@ def enhance(
 ) -> None:
     """Enhance a photo or a folder of photos with a look (.cube LUT or learned weights).
 
-    Exit code 0 when every photo worked, 1 when some failed (each gets one line on stderr and the
-    others are still done), 2 for a usage error. Existing outputs are skipped unless --overwrite.
+    Exit code 0 when every photo worked, 1 when some failed or the --report could not be written
+    (each gets one line on stderr and the others are still done), 2 for a usage error (including
+    existing outputs made with another look or options), 3 when the input holds no photos, 130 when
+    interrupted. Existing outputs made the same way are skipped unless --overwrite.
     """
     import sys
 
     from .cube import CubeError, read_cube
+    from .outputs import check_suffix, display
     from .pipeline import OUTPUT_FORMATS, EnhanceOptions, UsageError, enhance_folder, parse_shard
     from .progress import ProgressReporter
 
@@ -139,7 +182,11 @@ def enhance(
     if tile_overlap >= tile:
         raise _usage_error(f"--tile-overlap {tile_overlap} must be smaller than --tile {tile}")
     try:
-        shard_value = parse_shard(shard) if shard else None
+        check_suffix(suffix)
+    except UsageError as e:
+        raise _usage_error(str(e)) from None
+    try:
+        shard_value = parse_shard(shard) if shard is not None else None
     except ValueError as e:
         raise _usage_error(str(e)) from None
     model_file = _pick_model_file(lut, weights, model)
@@ -181,6 +228,10 @@ def enhance(
         report=report,
         tile=tile,
         tile_overlap=tile_overlap,
+        max_megapixels=max_megapixels,
+        model_file=model_file,
+        style=style,
+        seed=seed,
     )
     progress = ProgressReporter(enabled=not quiet and sys.stderr.isatty(), dry_run=dry_run)
     try:
@@ -197,9 +248,16 @@ def enhance(
         raise _usage_error(str(e)) from None
     if not quiet:
         typer.echo(summary.line(), err=True)
+        for line in summary.notes():
+            typer.echo(f"autohdr: note: {line}", err=True)
+    if summary.report_error:
+        typer.echo(f"autohdr: error: {summary.report_error} (the batch went on without it)", err=True)
     if summary.interrupted:
         raise typer.Exit(130)
-    raise typer.Exit(EXIT_FAILED if summary.failed else EXIT_OK)
+    if summary.no_photos:
+        typer.echo(f"autohdr: warning: no JPEG, PNG, TIFF or WebP photos in {display(input)}", err=True)
+        raise typer.Exit(EXIT_NO_PHOTOS)
+    raise typer.Exit(EXIT_FAILED if summary.failed or summary.report_error else EXIT_OK)
 
 
 # ---- train ---------------------------------------------------------------------------------------
