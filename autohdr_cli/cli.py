@@ -324,6 +324,10 @@ def train(
         Optional[int],
         typer.Option(help="diffir only: run stage 1 or 2 alone (default: both, splitting --steps and --time-limit)."),
     ] = None,
+    perceptual: Annotated[
+        Optional[float],
+        typer.Option(help="nafnet/diffir: weight of the LPIPS (AlexNet) loss term; 0 = off (default: the model's)."),
+    ] = None,
 ) -> None:
     """Learn a look from before/after pairs and write it as a checkpoint.
 
@@ -353,6 +357,7 @@ def train(
         val_split=val_split, val_list=val_list, init=init,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
+        perceptual=perceptual,
     )
     try:
         run_training(options)
@@ -411,9 +416,12 @@ def evaluate(
         Optional[Path],
         typer.Option("--html", help="Write index.html (self-contained, worst first) and contact_sheet.png here."),
     ] = None,
+    sort: Annotated[
+        str, typer.Option(help="Order of the HTML report and contact sheet, worst first: delta_e2000, lpips, psnr or ssim.")
+    ] = "delta_e2000",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Score photos: PSNR, SSIM and CIEDE2000 per photo; mean, median and worst per model; model speed.
+    """Score photos: PSNR, SSIM, CIEDE2000 and LPIPS per photo; mean, median and worst per model; model speed.
 
     Scores are taken on the values as written (8- or 16-bit). Missing, unreadable and size-mismatched
     files get one line each on stderr and the rest is scored; exit code 1 if any, 2 for a usage error.
@@ -443,14 +451,14 @@ def evaluate(
             if len(folders) == 2:
                 evaluation = scoring.evaluate_folders(
                     folders[0], folders[1], source,
-                    images=images, on_problem=reporter.problem, on_progress=reporter.advance,
+                    images=images, sort_key=sort, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             else:
                 models, load_problems = scoring.load_models(weights or [], lut or [], device)
                 evaluation = scoring.evaluate_models(
                     folders[0], models,
                     split=split, val_fraction=val_split, seed=seed, val_list=val_list, device=device, images=images,
-                    problems=load_problems, on_problem=reporter.problem, on_progress=reporter.advance,
+                    problems=load_problems, sort_key=sort, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             failures = report.write_reports(
                 evaluation, images, json_path=json_path, csv_path=csv_path, html_dir=html_dir

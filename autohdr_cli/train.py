@@ -31,6 +31,7 @@ from torch import nn
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .imageio import atomic_write_bytes
+from .lpips import LPIPSReference
 from .models import MODELS, build, resolve_preset
 from .train_data import (
     PairData,
@@ -88,6 +89,7 @@ class TrainOptions:
     progress: bool = True
     stage: int | None = None  # DiffIR: 1 or 2 alone; None runs both in order
     clip_grad: float | None = None  # max gradient norm; None = the model's ``clip_grad_norm`` (0 = off)
+    perceptual: float | None = None  # weight of the LPIPS loss term; None = the model config's default
 
 
     @property
@@ -173,8 +175,12 @@ class _LossModule(nn.Module):
 def evaluate_pairs(
     model: nn.Module | None, data: PairData, device: torch.device
 ) -> dict[str, float]:
-    """Mean PSNR, SSIM and ΔE2000 of ``model`` (None = identity) over whole validation pairs."""
-    totals = {"psnr": 0.0, "ssim": 0.0, "delta_e": 0.0}
+    """Mean PSNR, SSIM, ΔE2000 and LPIPS of ``model`` (None = identity) over whole validation pairs.
+
+    LPIPS is taken as ``autohdr evaluate`` takes it (a copy of at most 1024 px), and left out when a
+    pair is too small for it (under 32 px a side).
+    """
+    totals = {"psnr": 0.0, "ssim": 0.0, "delta_e": 0.0, "lpips": 0.0}
     was_training = model.training if model is not None else False
     if model is not None:
         model.eval()
@@ -191,6 +197,10 @@ def evaluate_pairs(
             totals["psnr"] += float(metrics.psnr(prediction, target).clamp(max=100.0))
             totals["ssim"] += float(metrics.ssim(prediction, target))
             totals["delta_e"] += float(metrics.delta_e2000(prediction, target))
+            distance = LPIPSReference(target[0]).distance(prediction[0])
+            totals["lpips"] += math.nan if distance is None else distance
+    if math.isnan(totals["lpips"]):
+        del totals["lpips"]
     if model is not None:
         model.train(was_training)
     return {name: value / max(1, len(data)) for name, value in totals.items()}
@@ -276,6 +286,8 @@ def _read_state(path: Path) -> dict:
 
 
 def _format_metric(value: float) -> str:
+    if math.isnan(value):
+        return "-"
     return "inf" if math.isinf(value) else f"{value:.3f}"
 
 
@@ -285,10 +297,10 @@ def print_summary(validation: dict[str, dict[str, float]], count: int) -> None:
     from rich.table import Table
 
     table = Table(title=f"validation ({count} pair{'s' if count != 1 else ''})")
-    for column in ("", "PSNR dB", "SSIM", "ΔE2000"):
+    for column in ("", "PSNR dB", "SSIM", "ΔE2000", "LPIPS"):
         table.add_column(column, justify="right" if column else "left")
     for name, values in validation.items():
-        table.add_row(name, *(_format_metric(values[key]) for key in ("psnr", "ssim", "delta_e")))
+        table.add_row(name, *(_format_metric(values.get(key, math.nan)) for key in ("psnr", "ssim", "delta_e", "lpips")))
     Console(stderr=True).print(table)
 
 
@@ -312,6 +324,7 @@ def train(
         model_name, config = resolve_preset(options.model, options.config)
     except KeyError as e:
         raise TrainError(str(e.args[0])) from None
+    config = _with_perceptual(model_name, config, options.perceptual)
     options = dataclasses.replace(options, model=model_name, config=config)
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
     place = start_distributed(device)
@@ -328,6 +341,19 @@ def train(
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _with_perceptual(model_name: str, config: dict, weight: float | None) -> dict:
+    """``config`` with ``perceptual_weight`` set to ``weight`` (unchanged when None)."""
+    if weight is None:
+        return config
+    having = sorted(name for name, cls in MODELS.items()
+                    if "perceptual_weight" in {f.name for f in dataclasses.fields(cls.config_class)})
+    if model_name not in having:
+        raise TrainError(f"--perceptual: model {model_name!r} has no perceptual term (models with one: {', '.join(having)})")
+    if not weight >= 0:
+        raise TrainError("--perceptual must be >= 0 (0 = no perceptual term)")
+    return {**config, "perceptual_weight": weight}
 
 
 def _check_options(options: TrainOptions) -> None:
@@ -456,7 +482,7 @@ class CSVLog:
         new_file = not self.path.exists()
         if not self.fields:
             columns = [k for k in self.rows[0] if not k.startswith("val_")]
-            self.fields = columns + (["val_psnr", "val_ssim", "val_delta_e"] if self.has_validation else [])
+            self.fields = columns + (["val_psnr", "val_ssim", "val_delta_e", "val_lpips"] if self.has_validation else [])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 is fastest on a shared machine (0 = torch's default)")
     parser.add_argument("--log", type=Path, default=None)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint's weights (same preset), e.g. to fine-tune the shipped one")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs=[], output=args.output, model="nafnet", config=dataclasses.asdict(config), steps=steps,
         time_limit=budget, batch=args.batch, lr=args.lr, seed=args.seed, device="cpu", crop=args.crop,
         train_size=args.train_size, val_every=10**9, checkpoint_every=max(1, steps // 10), log=args.log,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty(), init=args.init,
     )
     result = train(options, data=data, validation=validation, description=description)
     print(json.dumps({"steps": result.steps, "seconds": round(result.seconds), "stopped_by": result.stopped_by,
