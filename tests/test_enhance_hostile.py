@@ -251,6 +251,17 @@ def test_names_that_are_not_utf8_work_in_listing_shards_reports_and_messages(tmp
     assert len(halves[0] | halves[1]) == 2 and not halves[0] & halves[1]
 
 
+def test_names_with_newlines_and_names_near_the_length_limit(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / ("x" * 240 + ".png"))
+    (tmp_path / "in" / "two\nlines.jpg").write_bytes(b"not a photo")
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--report", tmp_path / "r.csv")
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 2  # the failure on one line (\x0a), then the summary
+    assert "two\\x0alines.jpg: not a JPEG" in result.stderr
+    assert (tmp_path / "out" / ("x" * 240 + ".png")).is_file()
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 3
+
+
 def test_a_report_that_fails_mid_run_is_one_line_and_exit_1_and_the_batch_finishes(tmp_path, look):
     folder = tmp_path / "in"
     for i in range(20):
