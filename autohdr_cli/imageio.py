@@ -513,9 +513,9 @@ def _read_tiff(f) -> Photo:
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
     with tifffile.TiffFile(f, name="photo.tif", _multifile=False) as tif:
-        if not tif.pages:
+        page = tif.pages.first  # not len(pages): that would walk every page of a file with millions
+        if page is None:
             raise PhotoError("TIFF file has no image")
-        page = tif.pages[0]
         array = page.asarray()
         photometric = int(page.photometric)
         tags = page.tags
