@@ -203,22 +203,28 @@ def list_jobs(source: Path, output: Path, options: EnhanceOptions, listing: List
             return
         listing.photos += 1
         if in_shard(source.name, options.shard):
-            relative = output_relative(Path(source.name), options)
-            yield Job(source, output / relative, _special(source), relative)
+            yield _job(source, Path(source.name), output, options)
         return
     for _folder, photos in _photos_in(source, listing):
         claimed: dict[PurePosixPath, Path] = {}
         for photo in photos:
             relative = photo.relative_to(source)
-            target = output_relative(relative, options)
-            first = claimed.setdefault(target, photo)
+            job = _job(photo, relative, output, options)
+            first = claimed.setdefault(job.relative, photo) if job.relative else photo
             if not in_shard(str(relative), options.shard):
                 continue
             if first is not photo:
-                error = f"its output {display(target.name)} is also the output of {display(first)}"
-                yield Job(photo, output / target, error, target)
-            else:
-                yield Job(photo, output / target, _special(photo), target)
+                job.error = f"its output {display(job.relative.name)} is also the output of {display(first)}"
+            yield job
+
+
+def _job(photo: Path, relative: Path, output: Path, options: EnhanceOptions) -> Job:
+    """The job for one listed photo; a name that cannot make a safe output fails it, not the run."""
+    try:
+        target = output_relative(relative, options)
+    except OutputError as error:
+        return Job(photo, output / display(relative.name), str(error))
+    return Job(photo, output / target, _special(photo), target)
 
 
 def count_jobs(source: Path, options: EnhanceOptions) -> int:
