@@ -139,7 +139,9 @@ def enhance(
     ] = False,
     max_megapixels: Annotated[
         float,
-        typer.Option("--max-megapixels", min=0.001, help="Refuse photos whose header declares more pixels (before decoding)."),
+        typer.Option(
+            "--max-megapixels", min=0.001, help="Refuse photos whose header declares more pixels (before decoding)."
+        ),
     ] = DEFAULT_MAX_MEGAPIXELS,
     workers: Annotated[
         int, typer.Option(min=0, help="Decode/encode threads (0 = one per CPU core).")

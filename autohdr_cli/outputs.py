@@ -300,5 +300,7 @@ def differences(old: dict | None, new: dict) -> str:
     def shown(value):
         return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else repr(value)
 
-    changed = [f"{key} {shown(old.get(key))} -> {shown(new.get(key))}" for key in sorted(new) if old.get(key) != new.get(key)]
+    changed = [
+        f"{key} {shown(old.get(key))} -> {shown(new.get(key))}" for key in sorted(new) if old.get(key) != new.get(key)
+    ]
     return ", ".join(changed) or "made differently"

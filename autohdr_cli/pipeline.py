@@ -137,9 +137,13 @@ def check_folders(source: Path, output: Path) -> None:
     real_source, real_output = source.resolve(), output.resolve()
     if source.is_dir():
         if _is_inside(real_output, real_source):
-            raise UsageError(f"{display(output)}: the output folder must not be inside the input folder {display(source)}")
+            raise UsageError(
+                f"{display(output)}: the output folder must not be inside the input folder {display(source)}"
+            )
         if _is_inside(real_source, real_output):
-            raise UsageError(f"{display(output)}: the output folder must not contain the input folder {display(source)}")
+            raise UsageError(
+                f"{display(output)}: the output folder must not contain the input folder {display(source)}"
+            )
     elif real_source.parent == real_output:
         raise UsageError(f"{display(output)}: the output folder must not be the input photo's own folder")
 
@@ -345,7 +349,8 @@ def enhance_folder(
     try:
         manifest = Manifest(folder, options.shard)
     except (OutputError, OSError) as e:
-        raise UsageError(f"{display(output)}: cannot read its {MANIFEST_FOLDER}: {getattr(e, 'strerror', None) or e}") from None
+        reason = getattr(e, "strerror", None) or e
+        raise UsageError(f"{display(output)}: cannot read its {MANIFEST_FOLDER}: {reason}") from None
     if not options.overwrite:
         _check_recipes(jobs, folder, manifest, recipe, summary)
     report = ReportWriter(options.report)
