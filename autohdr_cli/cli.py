@@ -259,7 +259,8 @@ def enhance(
     if summary.no_photos:
         typer.echo(f"autohdr: warning: no JPEG, PNG, TIFF or WebP photos in {display(input)}", err=True)
         raise typer.Exit(EXIT_NO_PHOTOS)
-    raise typer.Exit(EXIT_FAILED if summary.failed or summary.report_error else EXIT_OK)
+    problems = summary.failed or summary.report_error or summary.listing.unlisted
+    raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
 
 
 # ---- train ---------------------------------------------------------------------------------------

@@ -168,7 +168,10 @@ def _photos_in(folder: Path, listing: Listing | None = None) -> Iterator[tuple[P
     Symlinked sub-folders are not followed and RAW/HEIC files are not read: both go to ``listing``.
     """
     listing = listing if listing is not None else Listing()
-    for dirpath, dirnames, filenames in os.walk(folder):
+    def unlisted(error: OSError) -> None:
+        listing.unlisted.append(f"{display(error.filename or folder)} ({error.strerror or error})")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted):
         for name in sorted(dirnames):
             if os.path.islink(os.path.join(dirpath, name)):
                 listing.symlinked_folders.append(display(Path(dirpath, name)))

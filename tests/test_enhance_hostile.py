@@ -407,6 +407,26 @@ def test_unread_photo_files_and_symlinked_folders_are_named(tmp_path, run, look)
     assert _outputs(tmp_path / "out") == ["a.jpg"]
 
 
+def test_a_folder_that_cannot_be_listed_is_named_and_the_exit_code_says_so(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "a.png")
+    # Deeper than PATH_MAX: listing it fails (ENAMETOOLONG) even for root, which ignores permissions.
+    fd = os.open(tmp_path / "in", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=fd)
+            child = os.open("d" * 250, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look)
+    _no_traceback(result.stderr)
+    assert result.exit_code == 1
+    notes = [line for line in result.stderr.splitlines() if line.startswith("autohdr: note: could not list: 1:")]
+    assert len(notes) == 1 and "File name too long" in notes[0]
+    assert _outputs(tmp_path / "out") == ["a.png"]
+
+
 def test_zero_photos_is_a_warning_with_exit_3_but_an_empty_shard_is_not(tmp_path, run, look):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no photos here")
