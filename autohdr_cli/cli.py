@@ -139,7 +139,9 @@ def enhance(
     ] = False,
     max_megapixels: Annotated[
         float,
-        typer.Option("--max-megapixels", min=0.001, help="Refuse photos whose header declares more pixels (before decoding)."),
+        typer.Option(
+            "--max-megapixels", min=0.001, help="Refuse photos whose header declares more pixels (before decoding)."
+        ),
     ] = DEFAULT_MAX_MEGAPIXELS,
     workers: Annotated[
         int, typer.Option(min=0, help="Decode/encode threads (0 = one per CPU core).")
@@ -257,7 +259,8 @@ def enhance(
     if summary.no_photos:
         typer.echo(f"autohdr: warning: no JPEG, PNG, TIFF or WebP photos in {display(input)}", err=True)
         raise typer.Exit(EXIT_NO_PHOTOS)
-    raise typer.Exit(EXIT_FAILED if summary.failed or summary.report_error else EXIT_OK)
+    problems = summary.failed or summary.report_error or summary.listing.unlisted
+    raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
 
 
 # ---- train ---------------------------------------------------------------------------------------

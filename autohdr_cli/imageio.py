@@ -513,9 +513,9 @@ def _read_tiff(f) -> Photo:
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
     with tifffile.TiffFile(f, name="photo.tif", _multifile=False) as tif:
-        if not tif.pages:
+        page = tif.pages.first  # not len(pages): that would walk every page of a file with millions
+        if page is None:
             raise PhotoError("TIFF file has no image")
-        page = tif.pages[0]
         array = page.asarray()
         photometric = int(page.photometric)
         tags = page.tags
@@ -770,7 +770,8 @@ def _png_add_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp: b
 def temp_name(name: str) -> str:
     """A temporary file name beside ``name``: the marker, our pid and host (so a later run can tell
     whether its writer is gone, see :func:`autohdr_cli.outputs.remove_stale_temps`), a random part."""
-    return f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}@{name}"
+    # Only the end of a long name: the temporary name must fit the file system's limit too.
+    return f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}@{name[-100:]}"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -37,9 +37,14 @@ class OutputError(Exception):
     """One output cannot be written safely; the message says why."""
 
 
+#: Control characters (a newline in a file name would split a one-line message) shown as ``\\xNN``.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
 def display(path: str | os.PathLike) -> str:
-    """A path as text that can always be printed or stored: bytes that are not UTF-8 become ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path as one line of text that can always be printed or stored: bytes that are not UTF-8 and
+    control characters become ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace").translate(_CONTROLS)
 
 
 def check_suffix(suffix: str) -> None:
@@ -292,5 +297,10 @@ def differences(old: dict | None, new: dict) -> str:
     """What differs between two recipes, in a few words (``strength 0.5 -> 1.0, model ...``)."""
     if old is None:
         return "made with settings this run cannot read"
-    changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(new) if old.get(key) != new.get(key)]
+    def shown(value):
+        return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else repr(value)
+
+    changed = [
+        f"{key} {shown(old.get(key))} -> {shown(new.get(key))}" for key in sorted(new) if old.get(key) != new.get(key)
+    ]
     return ", ".join(changed) or "made differently"

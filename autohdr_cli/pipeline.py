@@ -137,9 +137,13 @@ def check_folders(source: Path, output: Path) -> None:
     real_source, real_output = source.resolve(), output.resolve()
     if source.is_dir():
         if _is_inside(real_output, real_source):
-            raise UsageError(f"{display(output)}: the output folder must not be inside the input folder {display(source)}")
+            raise UsageError(
+                f"{display(output)}: the output folder must not be inside the input folder {display(source)}"
+            )
         if _is_inside(real_source, real_output):
-            raise UsageError(f"{display(output)}: the output folder must not contain the input folder {display(source)}")
+            raise UsageError(
+                f"{display(output)}: the output folder must not contain the input folder {display(source)}"
+            )
     elif real_source.parent == real_output:
         raise UsageError(f"{display(output)}: the output folder must not be the input photo's own folder")
 
@@ -164,7 +168,10 @@ def _photos_in(folder: Path, listing: Listing | None = None) -> Iterator[tuple[P
     Symlinked sub-folders are not followed and RAW/HEIC files are not read: both go to ``listing``.
     """
     listing = listing if listing is not None else Listing()
-    for dirpath, dirnames, filenames in os.walk(folder):
+    def unlisted(error: OSError) -> None:
+        listing.unlisted.append(f"{display(error.filename or folder)} ({error.strerror or error})")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted):
         for name in sorted(dirnames):
             if os.path.islink(os.path.join(dirpath, name)):
                 listing.symlinked_folders.append(display(Path(dirpath, name)))
@@ -203,22 +210,28 @@ def list_jobs(source: Path, output: Path, options: EnhanceOptions, listing: List
             return
         listing.photos += 1
         if in_shard(source.name, options.shard):
-            relative = output_relative(Path(source.name), options)
-            yield Job(source, output / relative, _special(source), relative)
+            yield _job(source, Path(source.name), output, options)
         return
     for _folder, photos in _photos_in(source, listing):
         claimed: dict[PurePosixPath, Path] = {}
         for photo in photos:
             relative = photo.relative_to(source)
-            target = output_relative(relative, options)
-            first = claimed.setdefault(target, photo)
+            job = _job(photo, relative, output, options)
+            first = claimed.setdefault(job.relative, photo) if job.relative else photo
             if not in_shard(str(relative), options.shard):
                 continue
             if first is not photo:
-                error = f"its output {display(target.name)} is also the output of {display(first)}"
-                yield Job(photo, output / target, error, target)
-            else:
-                yield Job(photo, output / target, _special(photo), target)
+                job.error = f"its output {display(job.relative.name)} is also the output of {display(first)}"
+            yield job
+
+
+def _job(photo: Path, relative: Path, output: Path, options: EnhanceOptions) -> Job:
+    """The job for one listed photo; a name that cannot make a safe output fails it, not the run."""
+    try:
+        target = output_relative(relative, options)
+    except OutputError as error:
+        return Job(photo, output / display(relative.name), str(error))
+    return Job(photo, output / target, _special(photo), target)
 
 
 def count_jobs(source: Path, options: EnhanceOptions) -> int:
@@ -339,7 +352,8 @@ def enhance_folder(
     try:
         manifest = Manifest(folder, options.shard)
     except (OutputError, OSError) as e:
-        raise UsageError(f"{display(output)}: cannot read its {MANIFEST_FOLDER}: {getattr(e, 'strerror', None) or e}") from None
+        reason = getattr(e, "strerror", None) or e
+        raise UsageError(f"{display(output)}: cannot read its {MANIFEST_FOLDER}: {reason}") from None
     if not options.overwrite:
         _check_recipes(jobs, folder, manifest, recipe, summary)
     report = ReportWriter(options.report)

@@ -32,6 +32,7 @@ class Listing:
     photos: int = 0
     unread: list[str] = field(default_factory=list)  # RAW, HEIC... by name
     symlinked_folders: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # folders that could not be listed, with why
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Summary:
         lines = []
         if self.listing.unread:
             lines.append(f"not read: {_some(self.listing.unread)} (RAW, HEIC and other formats autohdr does not read)")
+        if self.listing.unlisted:
+            lines.append(f"could not list: {_some(self.listing.unlisted)} (their photos were not enhanced)")
         if self.listing.symlinked_folders:
             lines.append(f"not followed: {_some(self.listing.symlinked_folders)} (symlinked folders)")
         if self.unrecorded:

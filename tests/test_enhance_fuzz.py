@@ -12,9 +12,7 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import tifffile
 from PIL import Image
 

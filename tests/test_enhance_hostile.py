@@ -215,10 +215,14 @@ def test_a_fifo_named_like_a_photo_is_reported_and_never_opened(tmp_path, look, 
 def test_a_socket_named_like_a_photo_is_reported(tmp_path, run, look):
     save_rgb(tmp_path / "in" / "a.jpg")
     server = socket.socket(socket.AF_UNIX)
+    here = os.getcwd()
     try:
-        server.bind(str(tmp_path / "in" / "s.png"))
+        os.chdir(tmp_path / "in")  # a relative name: socket paths are limited to ~100 bytes
+        server.bind("s.png")
+        os.chdir(here)
         result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look)
     finally:
+        os.chdir(here)
         server.close()
     assert result.exit_code == 1 and "is a socket" in _reasons(result.stderr)["s.png"]
 
@@ -249,6 +253,17 @@ def test_names_that_are_not_utf8_work_in_listing_shards_reports_and_messages(tmp
     # Both halves together are the whole folder, each file once.
     halves = [set(_outputs(tmp_path / name)) for name in ("out-1-2", "out-2-2")]
     assert len(halves[0] | halves[1]) == 2 and not halves[0] & halves[1]
+
+
+def test_names_with_newlines_and_names_near_the_length_limit(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / ("x" * 240 + ".png"))
+    (tmp_path / "in" / "two\nlines.jpg").write_bytes(b"not a photo")
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--report", tmp_path / "r.csv")
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 2  # the failure on one line (\x0a), then the summary
+    assert "two\\x0alines.jpg: not a JPEG" in result.stderr
+    assert (tmp_path / "out" / ("x" * 240 + ".png")).is_file()
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 3
 
 
 def test_a_report_that_fails_mid_run_is_one_line_and_exit_1_and_the_batch_finishes(tmp_path, look):
@@ -390,6 +405,26 @@ def test_unread_photo_files_and_symlinked_folders_are_named(tmp_path, run, look)
     assert any("not read: 6:" in line and "b.CR2" in line and "g.HEIF" in line for line in notes), notes
     assert any("not followed: 1:" in line and "linked" in line for line in notes), notes
     assert _outputs(tmp_path / "out") == ["a.jpg"]
+
+
+def test_a_folder_that_cannot_be_listed_is_named_and_the_exit_code_says_so(tmp_path, run, look):
+    save_rgb(tmp_path / "in" / "a.png")
+    # Deeper than PATH_MAX: listing it fails (ENAMETOOLONG) even for root, which ignores permissions.
+    fd = os.open(tmp_path / "in", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=fd)
+            child = os.open("d" * 250, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    result = run("enhance", tmp_path / "in", tmp_path / "out", "--lut", look)
+    _no_traceback(result.stderr)
+    assert result.exit_code == 1
+    notes = [line for line in result.stderr.splitlines() if line.startswith("autohdr: note: could not list: 1:")]
+    assert len(notes) == 1 and "File name too long" in notes[0]
+    assert _outputs(tmp_path / "out") == ["a.png"]
 
 
 def test_zero_photos_is_a_warning_with_exit_3_but_an_empty_shard_is_not(tmp_path, run, look):
