@@ -31,7 +31,7 @@ from torch import nn
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .imageio import atomic_write_bytes
-from .lpips import LPIPSReference
+from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
 from .models import MODELS, build, resolve_preset
 from .train_data import (
     PairData,
@@ -373,6 +373,8 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--weight-decay must be >= 0")
     if options.stage is not None and (options.model != "diffir" or options.stage not in (1, 2)):
         raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
+    if options.config.get("perceptual_weight") and options.crop < LPIPS_MIN_SIDE:
+        raise TrainError(f"--perceptual needs --crop {LPIPS_MIN_SIDE} or more (LPIPS's smallest input)")
 
 
 def _load_init(path: Path):
@@ -420,6 +422,8 @@ def _build_model(
         except CheckpointError as e:
             raise TrainError(str(e)) from None
         model.begin_stage2()
+        if "perceptual_weight" in options.config:  # --perceptual given for stage 2 alone
+            model.config = dataclasses.replace(model.config, perceptual_weight=options.config["perceptual_weight"])
         return model
     if options.resume is not None:
         try:

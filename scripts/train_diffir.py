@@ -41,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", "-o", type=Path, default=Path("autohdr_cli/weights/diffir-default.safetensors"))
     parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
     parser.add_argument("--stage1", type=Path, default=None,
-                        help="stage 2: the stage-1 checkpoint to start from (default: the output's .stage1 file)")
+                        help="stage 2: the stage-1 checkpoint to start from (default: the output's .stage1 file); a finished (stage-2) file is fine-tuned")
     parser.add_argument("--preset", default="small", help="DiffIR preset (small, medium, base)")
     parser.add_argument("--config", default="{}", help="stage 1: JSON overriding preset fields")
     parser.add_argument("--timesteps", type=int, default=None, help="stage 2: diffusion steps (0 = ablation)")
+    parser.add_argument("--perceptual", type=float, default=None,
+                        help="stage 2: weight of the LPIPS loss term (stage 1: put perceptual_weight in --config)")
     parser.add_argument("--time-budget", default="20m", help="wall time for this stage's steps, e.g. 20m")
     parser.add_argument("--steps", type=int, default=0, help="fixed step count (0 = fit to --time-budget)")
     parser.add_argument("--batch", type=int, default=4)
@@ -73,15 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         start = args.stage1 or stage1_path(args.output)
         model = load_checkpoint(start).model
-        if args.timesteps is not None and args.timesteps != model.config.timesteps:
-            # Same weights (the denoiser's shape does not depend on the step count), another schedule.
-            changed = DiffIR(dataclasses.replace(model.config, timesteps=args.timesteps))
+        fine_tune = model.config.stage == 2  # a finished model (e.g. the shipped one): run its stage 2 again
+        if fine_tune or (args.timesteps is not None and args.timesteps != model.config.timesteps):
+            # Same weights (the denoiser's shape does not depend on the step count), another schedule;
+            # written as a stage-1 file, which stage 2 starts from with all of its networks.
+            timesteps = model.config.timesteps if args.timesteps is None else args.timesteps
+            changed = DiffIR(dataclasses.replace(model.config, timesteps=timesteps, stage=1))
             changed.load_state_dict(model.state_dict())
             start = output.with_name(f"{output.stem}.start.safetensors")
             save_checkpoint(start, changed, training=load_checkpoint(args.stage1 or stage1_path(args.output)).training)
             model = changed
         resume = start
         model.begin_stage2()
+        if args.perceptual is not None:
+            model.config = dataclasses.replace(model.config, perceptual_weight=args.perceptual)
     data.whole_size = model.config.prior_size
     budget = parse_duration(args.time_budget)
     steps = args.steps

@@ -222,10 +222,14 @@ def test_train_cli_runs_both_stages_and_resumes_into_stage2(tmp_path):
     assert refused.exit_code == 2 and "stage-1 DiffIR" in refused.output
     scored = run_cli("evaluate", str(pairs), "--weights", str(alone))
     assert scored.exit_code != 0 and "stage-1 DiffIR" in scored.output
-    result = run_cli("train", str(pairs), "-o", str(tmp_path / "two.safetensors"), "--steps", "2", "--stage", "2",
-                     "--resume", str(alone), *args)
+    two = ["train", str(pairs), "-o", str(tmp_path / "two.safetensors"), "--steps", "2", "--stage", "2",
+           "--resume", str(alone), "--perceptual", "0.3", *args]
+    result = run_cli(*two)
+    assert result.exit_code == 2 and "--crop 32" in result.output  # LPIPS needs 32 px
+    result = run_cli(*two, "--crop", "32")
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(tmp_path / "two.safetensors").config["stage"] == 2
+    stage2 = load_checkpoint(tmp_path / "two.safetensors")
+    assert stage2.config["stage"] == 2 and stage2.config["perceptual_weight"] == 0.3  # stage 2's own loss
 
     for bad, message in ((["--stage", "2"], "--resume"), (["--stage", "3"], "--stage")):
         result = run_cli("train", str(pairs), "-o", str(tmp_path / "x.safetensors"), "--steps", "1", *args, *bad)
