@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 
 from .cube import CubeLUT
-from .enhancer import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, Enhancer, UsageError
+from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE, Decoded, Enhancer, UsageError
 from .table_enhancer import TableEnhancer, has_unit_domain
 from .imageio import (
     FORMAT_EXTENSION,
@@ -63,6 +63,7 @@ class EnhanceOptions:
     report: Path | None = None
     tile: int = DEFAULT_TILE  # convolutional models run on tiles of this many pixels...
     tile_overlap: int = DEFAULT_OVERLAP  # ...overlapping by at least this many
+    precision: str = DEFAULT_PRECISION  # how networks compute on CUDA (fp32, tf32, bf16, fp16)
 
 
 @dataclass
@@ -266,6 +267,8 @@ class ReportWriter:
 def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None) -> Enhancer:
     """The per-photo worker for a model or a ``.cube`` LUT (a torch-free one where it can be)."""
     if isinstance(model, CubeLUT) and options.device in ("auto", "cpu") and has_unit_domain(model):
+        if options.precision != DEFAULT_PRECISION:
+            raise UsageError(f"--precision {options.precision} is for CUDA devices only: a .cube on the CPU is exact")
         return TableEnhancer(model, options.strength, pool)
     from .inference import ModelEnhancer, resolve_device
 
@@ -274,7 +277,9 @@ def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: B
         from .models.lut import StaticLUT
 
         model = StaticLUT.from_cube(model)
-    return ModelEnhancer(model, device, options.strength, options.tile, options.tile_overlap, pool)
+    return ModelEnhancer(
+        model, device, options.strength, options.tile, options.tile_overlap, pool, precision=options.precision
+    )
 
 
 def _reason(error: BaseException) -> str:
