@@ -136,9 +136,10 @@ def agreement(check: Check, rows: list[dict]) -> None:
             fields = {"backend": backend, "precision": precision, "size": f"{width}x{height}", "tile": tile}
 
             def compare(backend=backend, model_args=model_args, precision=precision) -> list[dict]:
-                if backend not in references:
-                    references[backend] = check.work / f"agree-cpu-{backend}"
-                    enhance([photos["8-bit"].parent, references[backend], *model_args, *tiles, "--device", "cpu", "--overwrite"])
+                if backend not in references:  # the CPU's result, once per backend
+                    reference = check.work / f"agree-cpu-{backend}"
+                    enhance([photos["8-bit"].parent, reference, *model_args, *tiles, "--device", "cpu", "--overwrite"])
+                    references[backend] = reference
                 out = check.work / f"agree-{check.device}-{backend}-{precision}"
                 enhance([photos["8-bit"].parent, out, *model_args, *tiles, "--device", check.device,
                          "--precision", precision, "--overwrite"])
@@ -269,7 +270,18 @@ def folder_throughput(check: Check, rows: list[dict]) -> None:
     count, width, height, few = (4, 256, 192, 2) if check.quick else (200, 4000, 3000, 16)
     threads = os.cpu_count() or 1
     folder = check.work / "jpegs"
-    megapixels = write_jpegs(folder, count, width, height, threads)
+    made: dict[str, float] = {}
+
+    def make() -> dict:
+        started = time.perf_counter()
+        made["megapixels"] = write_jpegs(folder, count, width, height, threads)
+        return {"photos": count, "seconds": time.perf_counter() - started, "status": "ok"}
+
+    attempt(rows, check.budget, {"run": f"make {count} JPEGs of {width}x{height}", "device": "cpu"}, make,
+            needs=2 if check.quick else 20)
+    if not made:
+        return
+    megapixels = made["megapixels"]
     photos = sorted(folder.glob("*.jpg"))
     floor: dict[str, float] = {}
 
@@ -439,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole run (default 300)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {','.join(SECTIONS)}")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--deps", action="store_true", help="only list the missing dependencies (exit 1 if any)")
     args = parser.parse_args(argv)
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     unknown = [name for name in sections if name not in SECTIONS]
@@ -450,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = missing_dependencies()
     for name, reason in missing.items():
         print(f"[gpu_check] missing dependency {name}: {reason}", file=sys.stderr)
+    if args.deps:
+        shutil.rmtree(work, ignore_errors=True)
+        print(" ".join(missing) or "nothing missing")
+        return 1 if missing else 0
     device = args.device
     if device.startswith("cuda") and "torch" not in missing:
         import torch

@@ -126,18 +126,23 @@ def attempt(rows: list[dict], budget: Budget, fields: dict, work: Callable[[], d
         rows.append({**fields, "status": "skipped", "note": f"deadline: {budget.left():.0f} s left, needs ~{needs:.0f} s"})
         return
     started = time.monotonic()
+    allowed = budget.left() if limit is None else min(limit, budget.left())
+    cut = f"cut after {allowed:.0f} s" + (" (its limit)" if limit is not None and limit < budget.left() else " (the deadline)")
     try:
         with budget.guard(limit):
             measured = work()
-    except DeadlineReached as error:
-        rows.append({**fields, "status": "skipped", "note": f"cut after {time.monotonic() - started:.0f} s: {error}"})
+    except DeadlineReached:
+        rows.append({**fields, "status": "skipped", "note": cut})
         return
     except Exception as error:  # noqa: BLE001 - one failed measurement must not stop the check
+        if time.monotonic() - started >= allowed:  # e.g. enhance stopped by the deadline as by Ctrl-C
+            rows.append({**fields, "status": "skipped", "note": cut})
+            return
         text = str(error).strip().splitlines()
         rows.append({**fields, "status": "error", "note": f"{type(error).__name__}: {text[0][:200] if text else ''}"})
         return
-    if budget.left() <= 0:  # the block swallowed the deadline (enhance stops like on Ctrl-C)
-        rows.append({**fields, "status": "skipped", "note": "cut at the deadline"})
+    if time.monotonic() - started >= allowed:  # the block swallowed the deadline and returned
+        rows.append({**fields, "status": "skipped", "note": cut})
         return
     for part in measured if isinstance(measured, list) else [measured]:
         rows.append({**fields, **part})
@@ -201,19 +206,24 @@ def write_photo_kinds(folder: Path, width: int, height: int) -> dict[str, Path]:
 
 
 def write_jpegs(folder: Path, count: int, width: int, height: int, threads: int) -> float:
-    """``count`` JPEGs (quality 92, 4:4:4) made from the sample photos; returns their megapixels."""
+    """``count`` JPEGs (quality 92, 4:4:4) made from the sample photos; returns their megapixels.
+
+    Encoded by our writer (libjpeg-turbo, which releases the GIL; Pillow's encoder does not), in threads.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    from PIL import Image
+    import numpy as np
+
+    from autohdr_cli.imageio import Photo, encode_photo
 
     folder.mkdir(parents=True, exist_ok=True)
     base = sample_crops(min(count, 8), width, height, seed=3)
 
     def make(index: int) -> None:
         pixels = base[index % len(base)]
-        if index >= len(base):  # mirrored and shifted: other bytes for the same content size
-            pixels = pixels[:, ::-1] if index % 2 else pixels[::-1]
-        Image.fromarray(pixels).save(folder / f"photo_{index:04d}.jpg", quality=92, subsampling=0)
+        if index >= len(base):  # mirrored: other bytes for the same content and size
+            pixels = np.ascontiguousarray(pixels[:, ::-1] if index % 2 else pixels[::-1])
+        (folder / f"photo_{index:04d}.jpg").write_bytes(encode_photo(Photo(pixels), "jpeg", quality=92))
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(make, range(count)))
