@@ -35,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from the source tree
 from gpu_check_lib import (  # noqa: E402
-    LOOK, ROOT, Budget, DeadlineReached, Results, attempt, markdown_tables, median_seconds, missing_dependencies, sample_crops,
+    LOOK, ROOT, Budget, DeadlineReached, Results, attempt, markdown_tables, median_seconds, missing_dependencies, run_in_threads,
+    sample_crops,
     write_jpegs, write_photo_kinds,
 )
 
@@ -254,14 +255,11 @@ def model_speed(check: Check, rows: list[dict]) -> None:
 
 def decode_encode_floor(photos: list[Path], out: Path, threads: int) -> float:
     """Seconds to decode and re-encode the photos (JPEG q95 4:4:4, as enhance writes) in a thread pool."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from autohdr_cli.imageio import read_photo, write_photo
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda path: write_photo(out / path.name, read_photo(path), fmt="jpeg", quality=95), photos))
+    run_in_threads(lambda path: write_photo(out / path.name, read_photo(path), fmt="jpeg", quality=95), photos, threads)
     return time.perf_counter() - started
 
 

@@ -210,8 +210,6 @@ def write_jpegs(folder: Path, count: int, width: int, height: int, threads: int)
 
     Encoded by our writer (libjpeg-turbo, which releases the GIL; Pillow's encoder does not), in threads.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
 
     from autohdr_cli.imageio import Photo, encode_photo
@@ -225,9 +223,19 @@ def write_jpegs(folder: Path, count: int, width: int, height: int, threads: int)
             pixels = np.ascontiguousarray(pixels[:, ::-1] if index % 2 else pixels[::-1])
         (folder / f"photo_{index:04d}.jpg").write_bytes(encode_photo(Photo(pixels), "jpeg", quality=92))
 
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(make, range(count)))
+    run_in_threads(make, range(count), threads)
     return count * width * height / 1e6
+
+
+def run_in_threads(work: Callable, items, threads: int) -> None:
+    """``work(item)`` for every item in a thread pool; if cut short (the deadline), the rest is dropped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(threads)
+    try:
+        list(pool.map(work, items))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------------------- table
