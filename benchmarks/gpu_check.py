@@ -35,9 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from the source tree
 from gpu_check_lib import (  # noqa: E402
-    LOOK, ROOT, Budget, DeadlineReached, Results, attempt, markdown_tables, median_seconds, missing_dependencies, run_in_threads,
-    sample_crops,
-    write_jpegs, write_photo_kinds,
+    LOOK, ROOT, Budget, DeadlineReached, Results, attempt, markdown_tables, median_seconds, missing_dependencies,
+    run_in_threads, sample_crops, write_jpegs, write_photo_kinds,
 )
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
