@@ -1,6 +1,7 @@
 """The ``autohdr`` command line: each command parses its options, calls library code, picks the exit code.
 
-Exit codes: 0 everything worked, 1 some file failed (the rest were done), 2 usage error.
+Exit codes: 0 everything worked, 1 some file failed (the rest were done), 2 usage error,
+3 (enhance) no photos in the input, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,10 +10,43 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
+from .probe import DEFAULT_MAX_MEGAPIXELS
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Typer's own usage errors (unknown option, missing argument, bad value) as one ``autohdr: error:``
+    line and exit 2, like ours, instead of a usage box."""
+
+    def make_context(self, *args, **kwargs):
+        """Parse the top level (global options, command name)."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as e:
+            raise _as_one_line(e) from None
+
+    def invoke(self, ctx):
+        """Parse and run a command."""
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as e:
+            raise _as_one_line(e) from None
+
+
+def _as_one_line(error: typer.TyperException) -> BaseException:
+    if getattr(error, "exit_code", None) != 2 or type(error).__name__ == "NoArgsIsHelpError":
+        return error  # not a usage error, or `autohdr` alone: the help it prints is the answer
+    context = getattr(error, "ctx", None)
+    command = f" (see {context.command_path} --help)" if context is not None else ""
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    typer.echo(f"autohdr: error: {message}{command}", err=True)
+    return typer.Exit(2)
+
 
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="autohdr",
     help="Learn a photo editor's look from before/after pairs and apply it to folders of photos.",
     no_args_is_help=True,
@@ -21,7 +55,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_PHOTOS = 0, 1, 2, 3
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -97,10 +131,16 @@ def enhance(
     ] = "same",
     suffix: Annotated[str, typer.Option(help="Text added to each output file's stem, e.g. _hdr.")] = "",
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality (JPEG is 4:4:4).")] = 95,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (else skipped).")] = False,
-    strip_metadata: Annotated[
-        bool, typer.Option("--strip-metadata", help="Drop EXIF and ICC profile from the outputs.")
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs (else skipped if made the same way).")
     ] = False,
+    strip_metadata: Annotated[
+        bool, typer.Option("--strip-metadata", help="Drop EXIF, ICC profile, XMP and IPTC from the outputs.")
+    ] = False,
+    max_megapixels: Annotated[
+        float,
+        typer.Option("--max-megapixels", min=0.001, help="Refuse photos whose header declares more pixels (before decoding)."),
+    ] = DEFAULT_MAX_MEGAPIXELS,
     workers: Annotated[
         int, typer.Option(min=0, help="Decode/encode threads (0 = one per CPU core).")
     ] = 0,
@@ -128,13 +168,16 @@ def enhance(
 ) -> None:
     """Enhance a photo or a folder of photos with a look (.cube LUT or learned weights).
 
-    Exit code 0 when every photo worked, 1 when some failed (each gets one line on stderr and the
-    others are still done), 2 for a usage error. Existing outputs are skipped unless --overwrite.
+    Exit code 0 when every photo worked, 1 when some failed or the --report could not be written
+    (each gets one line on stderr and the others are still done), 2 for a usage error (including
+    existing outputs made with another look or options), 3 when the input holds no photos, 130 when
+    interrupted. Existing outputs made the same way are skipped unless --overwrite.
     """
     import sys
 
     from .cube import CubeError, read_cube
     from .enhancer import PRECISIONS
+    from .outputs import check_suffix, display
     from .pipeline import OUTPUT_FORMATS, EnhanceOptions, UsageError, enhance_folder, parse_shard
     from .progress import ProgressReporter
 
@@ -145,7 +188,11 @@ def enhance(
     if tile_overlap >= tile:
         raise _usage_error(f"--tile-overlap {tile_overlap} must be smaller than --tile {tile}")
     try:
-        shard_value = parse_shard(shard) if shard else None
+        check_suffix(suffix)
+    except UsageError as e:
+        raise _usage_error(str(e)) from None
+    try:
+        shard_value = parse_shard(shard) if shard is not None else None
     except ValueError as e:
         raise _usage_error(str(e)) from None
     model_file = _pick_model_file(lut, weights, model)
@@ -188,6 +235,10 @@ def enhance(
         tile=tile,
         tile_overlap=tile_overlap,
         precision=precision,
+        max_megapixels=max_megapixels,
+        model_file=model_file,
+        style=style,
+        seed=seed,
     )
     progress = ProgressReporter(enabled=not quiet and sys.stderr.isatty(), dry_run=dry_run)
     try:
@@ -204,9 +255,16 @@ def enhance(
         raise _usage_error(str(e)) from None
     if not quiet:
         typer.echo(summary.line(), err=True)
+        for line in summary.notes():
+            typer.echo(f"autohdr: note: {line}", err=True)
+    if summary.report_error:
+        typer.echo(f"autohdr: error: {summary.report_error} (the batch went on without it)", err=True)
     if summary.interrupted:
         raise typer.Exit(130)
-    raise typer.Exit(EXIT_FAILED if summary.failed else EXIT_OK)
+    if summary.no_photos:
+        typer.echo(f"autohdr: warning: no JPEG, PNG, TIFF or WebP photos in {display(input)}", err=True)
+        raise typer.Exit(EXIT_NO_PHOTOS)
+    raise typer.Exit(EXIT_FAILED if summary.failed or summary.report_error else EXIT_OK)
 
 
 # ---- train ---------------------------------------------------------------------------------------
@@ -244,7 +302,17 @@ def train(
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
     ] = None,
+    init: Annotated[
+        Optional[Path],
+        typer.Option("--init", help="Fine-tune from this checkpoint of the same model (its config, under "
+                     "--config; a --config that changes shapes starts cold with a warning)."),
+    ] = None,
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction of pairs held out for validation.")] = 0.2,
+    val_list: Annotated[
+        Optional[Path],
+        typer.Option("--val-list", help="Hold out exactly the pairs this file names (one stem or file name a "
+                     "line), e.g. every photo of one source, instead of a random --val-split."),
+    ] = None,
     val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N steps.")] = 100,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Write the checkpoint every N steps.")
@@ -262,6 +330,10 @@ def train(
     stage: Annotated[
         Optional[int],
         typer.Option(help="diffir only: run stage 1 or 2 alone (default: both, splitting --steps and --time-limit)."),
+    ] = None,
+    perceptual: Annotated[
+        Optional[float],
+        typer.Option(help="nafnet/diffir: weight of the LPIPS (AlexNet) loss term; 0 = off (default: the model's)."),
     ] = None,
 ) -> None:
     """Learn a look from before/after pairs and write it as a checkpoint.
@@ -289,9 +361,10 @@ def train(
     options = TrainOptions(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,
-        val_split=val_split,
+        val_split=val_split, val_list=val_list, init=init,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
+        perceptual=perceptual,
     )
     try:
         run_training(options)
@@ -334,6 +407,11 @@ def evaluate(
         float, typer.Option("--val-split", help="Fraction of the pairs in the validation split (as in train).")
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the validation split (as in train).")] = 0,
+    val_list: Annotated[
+        Optional[Path],
+        typer.Option("--val-list", help="With PAIRS: score exactly the pairs this file names (as train's "
+                     "--val-list: the held-out source); implies --split val."),
+    ] = None,
     device: Annotated[str, typer.Option(help="Where models run: cpu, cuda[:N] or mps.")] = "cpu",
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Write the summary and one record per photo as JSON.")
@@ -345,9 +423,12 @@ def evaluate(
         Optional[Path],
         typer.Option("--html", help="Write index.html (self-contained, worst first) and contact_sheet.png here."),
     ] = None,
+    sort: Annotated[
+        str, typer.Option(help="Order of the HTML report and contact sheet, worst first: delta_e2000, lpips, psnr or ssim.")
+    ] = "delta_e2000",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Score photos: PSNR, SSIM and CIEDE2000 per photo; mean, median and worst per model; model speed.
+    """Score photos: PSNR, SSIM, CIEDE2000 and LPIPS per photo; mean, median and worst per model; model speed.
 
     Scores are taken on the values as written (8- or 16-bit). Missing, unreadable and size-mismatched
     files get one line each on stderr and the rest is scored; exit code 1 if any, 2 for a usage error.
@@ -362,8 +443,10 @@ def evaluate(
         raise _usage_error(f"--split {split}: expected 'all' or 'val'")
     if not 0.0 < val_split < 1.0:
         raise _usage_error(f"--val-split {val_split}: expected a fraction between 0 and 1")
-    if len(folders) == 2 and (weights or lut or split != "all"):
-        raise _usage_error("--weights, --lut and --split go with one PAIRS folder, not PRED_DIR TARGET_DIR")
+    if len(folders) == 2 and (weights or lut or split != "all" or val_list):
+        raise _usage_error("--weights, --lut, --split and --val-list go with one PAIRS folder, not PRED_DIR TARGET_DIR")
+    if val_list is not None:
+        split = "val"
     if len(folders) == 1 and source is not None:
         raise _usage_error("--source goes with PRED_DIR TARGET_DIR (a PAIRS folder holds its own sources)")
     device_problem = scoring.check_device(device)
@@ -375,14 +458,14 @@ def evaluate(
             if len(folders) == 2:
                 evaluation = scoring.evaluate_folders(
                     folders[0], folders[1], source,
-                    images=images, on_problem=reporter.problem, on_progress=reporter.advance,
+                    images=images, sort_key=sort, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             else:
                 models, load_problems = scoring.load_models(weights or [], lut or [], device)
                 evaluation = scoring.evaluate_models(
                     folders[0], models,
-                    split=split, val_fraction=val_split, seed=seed, device=device, images=images,
-                    problems=load_problems, on_problem=reporter.problem, on_progress=reporter.advance,
+                    split=split, val_fraction=val_split, seed=seed, val_list=val_list, device=device, images=images,
+                    problems=load_problems, sort_key=sort, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             failures = report.write_reports(
                 evaluation, images, json_path=json_path, csv_path=csv_path, html_dir=html_dir

@@ -31,11 +31,11 @@ from torch import nn
 from .checkpoint import CheckpointError, load_model
 from .cube import CubeError, read_cube
 from .imageio import PhotoError, quantize, read_photo, to_float
+from .lpips import SCORE_LONG_SIDE, LPIPSError, LPIPSReference, network_on
 from .metrics import (
     SSIM_WINDOW,
     Stopwatch,
     ciede2000,
-    lpips_unavailable_reason,
     mse,
     psnr_from_mse,
     rgb_to_lab,
@@ -43,13 +43,28 @@ from .metrics import (
 )
 from .models.lut import StaticLUT
 from .progress import ProgressBar
-from .pairs import Pair, PairsError, photos_by_stem, find_pairs, image_size, split_pairs
+from .pairs import (
+    Pair,
+    PairsError,
+    check_stems_found,
+    find_pairs,
+    image_size,
+    photos_by_stem,
+    read_stem_list,
+    split_by_stems,
+    split_pairs,
+)
 from .inference import enhance_tensor
 from .report import ReportImages
-from .scores import IDENTITY, RESULT, EvaluateError, Evaluation, PhotoScores, Score
+from .scores import IDENTITY, RESULT, SORT_KEYS, EvaluateError, Evaluation, PhotoScores, Score
 
 #: Pixels scored at a time (see :class:`TargetScorer`): about 1 MB per temporary.
 BAND_PIXELS = 1 << 18
+#: The line every evaluation carries about how LPIPS was taken.
+LPIPS_NOTE = (
+    f"LPIPS: v0.1 AlexNet (shipped weights), on copies of at most {SCORE_LONG_SIDE} px long side "
+    "(antialiased), so its memory stays flat on any photo"
+)
 
 # ---------------------------------------------------------------------------------------------- scoring
 
@@ -89,7 +104,9 @@ class TargetScorer:
 
     Bands keep the temporaries of the colour and SSIM maths small on 50 MP photos; the scores are the
     same as :func:`metrics.psnr`, :func:`metrics.ssim` and :func:`metrics.delta_e2000` on the whole
-    image (SSIM bands get ``SSIM_WINDOW // 2`` rows of context). The target's Lab is computed once.
+    image (SSIM bands get ``SSIM_WINDOW // 2`` rows of context). The target's Lab and LPIPS features
+    are computed once. LPIPS is taken on a copy of at most ``SCORE_LONG_SIDE`` px (see
+    :class:`autohdr_cli.lpips.LPIPSReference`).
     """
 
     def __init__(self, target: torch.Tensor, band_pixels: int = BAND_PIXELS):
@@ -101,6 +118,7 @@ class TargetScorer:
         with torch.inference_mode():
             bands = [self.target[:, :, start : start + self.rows] for start in range(0, height, self.rows)]
             self.target_lab = torch.cat([rgb_to_lab(band) for band in bands], dim=2)
+        self.lpips = LPIPSReference(target)
 
     def score(self, candidate: torch.Tensor) -> tuple[Score, torch.Tensor]:
         """The candidate's :class:`Score` (``3 x H x W``) and its per-pixel ΔE00 map (``H x W``)."""
@@ -123,8 +141,19 @@ class TargetScorer:
                 psnr=float(psnr_from_mse(torch.tensor(squared_error / height, dtype=torch.float64))),
                 ssim=structure / pixels,
                 delta_e2000=float(error_map.double().mean()),
+                lpips=self.lpips.distance(candidate),
             )
         return score, error_map
+
+
+def _prepare(sort_key: str) -> None:
+    """Check ``sort_key`` and load the LPIPS network; raises :class:`EvaluateError` if either fails."""
+    if sort_key not in SORT_KEYS:
+        raise EvaluateError(f"--sort {sort_key}: expected one of {', '.join(SORT_KEYS)}")
+    try:
+        network_on("cpu")
+    except LPIPSError as e:
+        raise EvaluateError(str(e)) from None
 
 
 def _scorer(target: torch.Tensor, path: Path) -> TargetScorer:
@@ -267,6 +296,7 @@ def evaluate_folders(
     source_dir: str | os.PathLike | None = None,
     *,
     images: ReportImages | None = None,
+    sort_key: str = "delta_e2000",
     on_problem: Callable[[str], None] = _silent_problem,
     on_progress: Callable[[int, int], None] = _silent_progress,
 ) -> Evaluation:
@@ -274,12 +304,14 @@ def evaluate_folders(
 
     With ``source_dir``, the originals are scored too (as ``identity``). Unmatched, unreadable and
     size-mismatched files are passed to ``on_problem`` (one line each) before scoring starts.
+    ``sort_key`` (a metric key) orders the reports' photos, worst first.
     """
+    _prepare(sort_key)
     items, problems = match_folders(prediction_dir, target_dir, source_dir)
     if not items and not problems:
         raise EvaluateError(f"{prediction_dir}: no photos to score")
-    evaluation = Evaluation("folders", ([IDENTITY] if source_dir else []) + [RESULT])
-    evaluation.notes.append(lpips_unavailable_reason())
+    evaluation = Evaluation("folders", ([IDENTITY] if source_dir else []) + [RESULT], sort_key=sort_key)
+    evaluation.notes.append(LPIPS_NOTE)
     for line in problems:
         evaluation.problems.append(line)
         on_problem(line)
@@ -420,31 +452,41 @@ def evaluate_models(
     split: str = "all",
     val_fraction: float = 0.2,
     seed: int = 0,
+    val_list: str | os.PathLike | None = None,
     device: str = "cpu",
     images: ReportImages | None = None,
     problems: Sequence[str] = (),
+    sort_key: str = "delta_e2000",
     on_problem: Callable[[str], None] = _silent_problem,
     on_progress: Callable[[int, int], None] = _silent_progress,
 ) -> Evaluation:
     """Run each model on the pairs (``split`` "all", or "val": the split training holds out) and score
     it beside identity, timing each model call (seconds per photo, MP/s).
 
+    With ``val_list`` the validation split is exactly the pairs that file names (train's ``--val-list``).
+
     ``problems`` are lines from loading the models, reported first with the pairs' own problems.
+    ``sort_key`` (a metric key) orders the reports' photos, worst first.
     """
+    _prepare(sort_key)
     if split not in ("all", "val"):
         raise EvaluateError(f"--split must be 'all' or 'val', not {split!r}")
     try:
         pair_set = find_pairs(pairs_root)
+        pairs = pair_set.pairs
+        if split == "val" and val_list is not None:
+            stems = read_stem_list(val_list)
+            check_stems_found(stems, pairs, val_list)
+            _, pairs = split_by_stems(pairs, stems)
+        elif split == "val":
+            _, pairs = split_pairs(pairs, val_fraction, seed)
     except PairsError as e:
         raise EvaluateError(str(e)) from None
-    pairs = pair_set.pairs
-    if split == "val":
-        _, pairs = split_pairs(pairs, val_fraction, seed)
     if not pairs and not pair_set.problems:
         where = " in the validation split" if split == "val" else ""
         raise EvaluateError(f"{pairs_root}: no pairs to score{where}")
-    evaluation = Evaluation("models", [IDENTITY] + [m.name for m in models], device=device)
-    evaluation.notes.append(lpips_unavailable_reason())
+    evaluation = Evaluation("models", [IDENTITY] + [m.name for m in models], device=device, sort_key=sort_key)
+    evaluation.notes.append(LPIPS_NOTE)
     for line in list(problems) + pair_set.problems:
         evaluation.problems.append(line)
         on_problem(line)

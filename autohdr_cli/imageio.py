@@ -12,7 +12,9 @@ place, so a crash or Ctrl-C never leaves a half-written photo behind.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import socket
 import struct
 import threading
 import uuid
@@ -24,8 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms
 
-# Real-estate panoramas pass 100 MP; Pillow's default bomb limit (179 MP) would refuse them.
-Image.MAX_IMAGE_PIXELS = 400_000_000
+from .probe import DEFAULT_MAX_MEGAPIXELS, HeaderError, check_pixels, open_regular, probe
+
+# The pixel limit is ours (``max_megapixels``, checked on the header before any decoder runs, see
+# :mod:`autohdr_cli.probe`); Pillow's own bomb check would refuse what a user allowed, or only warn.
+Image.MAX_IMAGE_PIXELS = None
 
 #: File name extensions we read, mapped to the format name used everywhere else.
 EXTENSIONS = {
@@ -43,6 +48,8 @@ TEMP_MARKER = ".autohdr-tmp-"
 
 _ORIENTATION_TAG = 0x0112
 _ICC_TIFF_TAG = 34675
+_XMP_TIFF_TAG = 700
+_IPTC_TIFF_TAG = 33723
 
 
 class PhotoError(Exception):
@@ -54,7 +61,8 @@ class Photo:
     """A decoded photo.
 
     ``pixels`` is ``H x W x 3`` in the file's sample type (uint8, uint16 or float32 in [0, 1]);
-    ``alpha`` is ``H x W`` in the same type, or None; ``icc`` and ``exif`` are raw bytes or None.
+    ``alpha`` is ``H x W`` in the same type, or None; ``icc``, ``exif``, ``xmp`` (the XMP packet) and
+    ``iptc`` (IPTC-IIM records) are raw bytes or None.
     """
 
     pixels: np.ndarray
@@ -62,6 +70,8 @@ class Photo:
     icc: bytes | None = None
     exif: bytes | None = None
     source_format: str = ""
+    xmp: bytes | None = None
+    iptc: bytes | None = None
 
     @property
     def height(self) -> int:
@@ -137,15 +147,21 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def read_photo(path: str | os.PathLike, pool: BufferPool | None = None) -> Photo:
+def read_photo(
+    path: str | os.PathLike, pool: BufferPool | None = None, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+) -> Photo:
     """Decode a photo file into a :class:`Photo`; raises :class:`PhotoError` with a short reason.
 
-    8-bit RGB JPEG and PNG files are decoded straight into an RGBX buffer, from ``pool`` if given.
+    Only regular files are opened (a FIFO, socket or device is refused unopened), and the size the
+    header declares is checked against ``max_megapixels`` before any decoder runs; the decoded image
+    must then have exactly that size. 8-bit RGB JPEG and PNG files are decoded straight into an RGBX
+    buffer, from ``pool`` if given.
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(32)
+        f = open_regular(path)
+    except HeaderError as e:
+        raise PhotoError(str(e)) from None
     except IsADirectoryError:
         raise PhotoError("is a folder, not a photo") from None
     except PermissionError:
@@ -154,28 +170,39 @@ def read_photo(path: str | os.PathLike, pool: BufferPool | None = None) -> Photo
         raise PhotoError("no such file") from None
     except OSError as e:
         raise PhotoError(f"cannot read: {e.strerror or e}") from None
-    if not head:
-        raise PhotoError("empty file (0 bytes)")
-    kind = _sniff(head)
-    if kind is None:
-        raise PhotoError("not a JPEG, PNG, TIFF or WebP image")
-    try:
-        if kind == "tiff":
-            photo = _read_tiff(path)
-        elif kind == "png" and len(head) >= 25 and head[24] == 16:
-            photo = _read_png16(path)
-        else:
-            photo = _read_pillow(path, pool)
-    except PhotoError:
-        raise
-    except MemoryError:
-        raise PhotoError("too large to decode in the memory available") from None
-    except Image.DecompressionBombError:
-        raise PhotoError("too many pixels (over 400 MP)") from None
-    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, KeyError) as e:
-        raise PhotoError(_decode_reason(e)) from None
-    except Exception as e:  # noqa: BLE001 - codecs raise their own types; all mean "damaged"
-        raise PhotoError(_decode_reason(e)) from None
+    with f:
+        try:
+            head = f.read(32)
+        except OSError as e:
+            raise PhotoError(f"cannot read: {e.strerror or e}") from None
+        if not head:
+            raise PhotoError("empty file (0 bytes)")
+        kind = _sniff(head)
+        if kind is None:
+            raise PhotoError("not a JPEG, PNG, TIFF or WebP image")
+        try:
+            header = probe(f, kind)
+            check_pixels(header, max_megapixels)
+            f.seek(0)
+            if kind == "tiff":
+                photo = _read_tiff(f)
+            elif kind == "png" and len(head) >= 25 and head[24] == 16:
+                photo = _read_png16(f)
+            else:
+                photo = _read_pillow(f, pool, header)
+        except (PhotoError, HeaderError) as e:
+            raise PhotoError(str(e)) from None
+        except MemoryError:
+            raise PhotoError("too large to decode in the memory available") from None
+        except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, KeyError) as e:
+            raise PhotoError(_decode_reason(e)) from None
+        except Exception as e:  # noqa: BLE001 - codecs raise their own types; all mean "damaged"
+            raise PhotoError(_decode_reason(e)) from None
+    decoded = sorted((photo.height, photo.width))
+    if decoded != sorted((header.height, header.width)):  # orientation may have swapped them
+        raise PhotoError(
+            f"decoded {photo.width} x {photo.height} pixels, but the header declares {header.width} x {header.height}"
+        )
     photo.source_format = kind
     return photo
 
@@ -382,13 +409,19 @@ def _decode_into_rgbx(image: Image.Image, pool: BufferPool | None) -> np.ndarray
     return buffer
 
 
-def _read_pillow(path: Path, pool: BufferPool | None = None) -> Photo:
-    with Image.open(path) as image:
+def _read_pillow(f, pool: BufferPool | None = None, header=None) -> Photo:
+    with Image.open(f) as image:
+        if header is not None and image.size != (header.width, header.height):
+            raise PhotoError(
+                f"inconsistent header: {image.size[0]} x {image.size[1]} for the decoder, "
+                f"{header.width} x {header.height} declared first"
+            )
         direct = _decode_into_rgbx(image, pool)
         if direct is None:
             image.load()
         exif = image.info.get("exif")
         icc = image.info.get("icc_profile")
+        xmp, iptc = _pillow_xmp(image), _pillow_iptc(image)
         orientation = _orientation_from_exif(exif)
         if direct is not None:
             if orientation != 1:
@@ -396,10 +429,8 @@ def _read_pillow(path: Path, pool: BufferPool | None = None) -> Photo:
                 if pool:
                     pool.give(direct)
                 direct = oriented
-            return Photo(direct[:, :, :3], None, icc or None, reset_orientation(exif) if exif else None)
-        exif = image.info.get("exif")
-        icc = image.info.get("icc_profile")
-        orientation = _orientation_from_exif(exif)
+            exif = reset_orientation(exif) if exif else None
+            return Photo(direct[:, :, :3], None, icc or None, exif, xmp=xmp, iptc=iptc)
         mode = image.mode
         if mode == "CMYK":
             image = _cmyk_to_rgb(image)
@@ -422,26 +453,66 @@ def _read_pillow(path: Path, pool: BufferPool | None = None) -> Photo:
             array = np.asarray(image)
         else:
             raise PhotoError(f"unsupported colour mode {image.mode}")
-    return _finish(array, orientation, icc, exif)
+    return replace(_finish(array, orientation, icc, exif), xmp=xmp, iptc=iptc)
 
 
-def _read_png16(path: Path) -> Photo:
+def _pillow_xmp(image: Image.Image) -> bytes | None:
+    """The XMP packet Pillow found (JPEG APP1, PNG iTXt XML:com.adobe.xmp, WebP XMP chunk), or None."""
+    xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8", "surrogateescape")
+    return bytes(xmp) if xmp else None
+
+
+_PHOTOSHOP_APP13 = b"Photoshop 3.0\x00"
+
+
+def _pillow_iptc(image: Image.Image) -> bytes | None:
+    """IPTC-IIM records from a JPEG's APP13 Photoshop segment (resource 0x0404), or None."""
+    for marker, payload in getattr(image, "applist", []):
+        if marker == "APP13" and payload.startswith(_PHOTOSHOP_APP13):
+            return _iptc_from_resources(payload[len(_PHOTOSHOP_APP13) :])
+    return None
+
+
+def _iptc_from_resources(data: bytes) -> bytes | None:
+    """The IPTC block (resource 0x0404) among Photoshop image resources, or None."""
+    position = 0
+    while position + 12 <= len(data) and data[position : position + 4] == b"8BIM":
+        (resource,) = struct.unpack_from(">H", data, position + 4)
+        name_length = data[position + 6]
+        position += 6 + (name_length + 2) // 2 * 2  # the Pascal name is padded to an even length
+        if position + 4 > len(data):
+            return None
+        (size,) = struct.unpack_from(">I", data, position)
+        position += 4
+        if resource == 0x0404:
+            return data[position : position + size] or None
+        position += size + (size & 1)
+    return None
+
+
+def _read_png16(f) -> Photo:
     import imagecodecs
 
-    data = path.read_bytes()
+    data = f.read()
     array = imagecodecs.png_decode(data)
     with Image.open(io.BytesIO(data)) as header:  # metadata only; Pillow would cut the samples to 8 bits
         exif = header.info.get("exif")
         icc = header.info.get("icc_profile")
+        xmp = _pillow_xmp(header)
     if array.dtype != np.uint16:
         array = array.astype(np.uint16)
-    return _finish(array, _orientation_from_exif(exif), icc, exif)
+    return replace(_finish(array, _orientation_from_exif(exif), icc, exif), xmp=xmp)
 
 
-def _read_tiff(path: Path) -> Photo:
+def _read_tiff(f) -> Photo:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    # tifffile logs what it finds damaged on its own; our one line per photo says it already.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+
+    with tifffile.TiffFile(f, name="photo.tif", _multifile=False) as tif:
         if not tif.pages:
             raise PhotoError("TIFF file has no image")
         page = tif.pages[0]
@@ -449,6 +520,8 @@ def _read_tiff(path: Path) -> Photo:
         photometric = int(page.photometric)
         tags = page.tags
         icc = tags[_ICC_TIFF_TAG].value if _ICC_TIFF_TAG in tags else None
+        xmp = _tag_bytes(tags, _XMP_TIFF_TAG, tif.byteorder)
+        iptc = _tag_bytes(tags, _IPTC_TIFF_TAG, tif.byteorder)
         orientation_tag = tags.get("Orientation")
         orientation = int(orientation_tag.value) if orientation_tag is not None else 1
         colormap = page.colormap if photometric == 3 else None
@@ -480,7 +553,25 @@ def _read_tiff(path: Path) -> Photo:
         raise PhotoError(f"unsupported TIFF sample type {array.dtype}")
     if array.ndim == 3 and array.shape[2] > 4:
         raise PhotoError(f"unsupported TIFF with {array.shape[2]} channels")
-    return _finish(array, orientation if 1 <= orientation <= 8 else 1, icc, None)
+    photo = _finish(array, orientation if 1 <= orientation <= 8 else 1, icc, None)
+    return replace(photo, xmp=xmp, iptc=iptc)
+
+
+def _tag_bytes(tags, code: int, byteorder: str) -> bytes | None:
+    """A TIFF tag's raw bytes (XMP is BYTE, IPTC is LONG or UNDEFINED), or None."""
+    if code not in tags:
+        return None
+    value = tags[code].value
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    elif isinstance(value, np.ndarray):
+        value = value.astype(value.dtype.newbyteorder(byteorder)).tobytes()
+    elif isinstance(value, int):
+        value = struct.pack(f"{byteorder}I", value)
+    elif isinstance(value, tuple):
+        words = all(isinstance(v, int) and 0 <= v < 2**32 for v in value)
+        value = struct.pack(f"{byteorder}{len(value)}I", *value) if value and words else b""
+    return bytes(value) if isinstance(value, (bytes, bytearray)) and value else None
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -502,21 +593,32 @@ def _convert_samples(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return quantize(to_float(array), dtype)
 
 
-def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: bool = False) -> bytes:
-    """Encode a photo into the bytes of a ``fmt`` file (jpeg, png, tiff, webp)."""
+def encode_photo(
+    photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: bool = False, notes: list[str] | None = None
+) -> bytes:
+    """Encode a photo into the bytes of a ``fmt`` file (jpeg, png, tiff, webp).
+
+    EXIF, ICC, XMP and IPTC are carried where the format holds them (unless ``strip_metadata``); a
+    block the format cannot hold (EXIF over 64 KB in a JPEG) is dropped and said so in ``notes``.
+    """
     dtype = output_dtype(photo, fmt)
     rgb = _convert_samples(photo.pixels, dtype)
     alpha = None if (photo.alpha is None or fmt == "jpeg") else _convert_samples(photo.alpha, dtype)
     samples = rgb if alpha is None else np.dstack([rgb, alpha])
     if fmt == "tiff" or dtype != np.uint8 or rgbx_buffer(samples) is None:
         samples = np.ascontiguousarray(samples)
-    icc = None if strip_metadata else photo.icc
-    exif = None if strip_metadata else photo.exif
+    meta = Photo(photo.pixels) if strip_metadata else photo
+    icc, exif, xmp, iptc = meta.icc, meta.exif, meta.xmp, meta.iptc
+    notes = [] if notes is None else notes
     buffer = io.BytesIO()
     if fmt == "tiff":
         import tifffile
 
         extratags = [(_ICC_TIFF_TAG, 7, len(icc), icc, True)] if icc else []
+        if xmp:
+            extratags.append((_XMP_TIFF_TAG, 1, len(xmp), xmp, True))
+        if iptc:
+            extratags.append((_IPTC_TIFF_TAG, 7, len(iptc), iptc, True))
         tifffile.imwrite(
             buffer,
             samples,
@@ -532,9 +634,9 @@ def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: b
         import imagecodecs
 
         data = imagecodecs.png_encode(samples, level=3)
-        return _png_add_metadata(data, icc, exif)
+        return _png_add_metadata(data, icc, exif, xmp)
     if fmt == "jpeg":
-        return _encode_jpeg(samples, quality, icc, exif)
+        return _encode_jpeg(samples, quality, meta, notes)
     if alpha is None:
         image = pillow_image(samples)
     else:
@@ -544,12 +646,13 @@ def encode_photo(photo: Photo, fmt: str, *, quality: int = 95, strip_metadata: b
         options["icc_profile"] = icc
     if exif:
         options["exif"] = exif
-    if fmt == "jpeg":
-        image.save(buffer, "JPEG", quality=quality, subsampling=0, **options)
-    elif fmt == "webp":
+    if fmt == "webp":
+        if xmp:
+            options["xmp"] = xmp
         image.save(buffer, "WEBP", quality=quality, method=4, **options)
     elif fmt == "png":
         image.save(buffer, "PNG", compress_level=3, **options)
+        return _png_add_metadata(buffer.getvalue(), None, None, xmp)
     else:
         raise PhotoError(f"unknown output format {fmt!r}")
     return buffer.getvalue()
@@ -567,7 +670,7 @@ def pillow_image(pixels: np.ndarray, row_step: int = 1) -> Image.Image:
     return Image.new("RGB", (0, 0))._new(core)
 
 
-def _encode_jpeg(rgb: np.ndarray, quality: int, icc: bytes | None, exif: bytes | None) -> bytes:
+def _encode_jpeg(rgb: np.ndarray, quality: int, meta: Photo, notes: list[str]) -> bytes:
     """Baseline JPEG, 4:4:4, through libjpeg-turbo in imagecodecs.
 
     The bytes are the same as Pillow's ``save(quality=q, subsampling=0)`` (tested), but imagecodecs
@@ -585,32 +688,57 @@ def _encode_jpeg(rgb: np.ndarray, quality: int, icc: bytes | None, exif: bytes |
     data = imagecodecs.jpeg8_encode(
         samples, level=quality, colorspace=colorspace, outcolorspace=imagecodecs.JPEG8.CS.YCbCr, subsampling=(1, 1)
     )
-    return _jpeg_add_metadata(bytes(data), icc, exif)
+    return _jpeg_add_metadata(bytes(data), meta, notes)
 
 
 #: Largest payload of one JPEG marker segment (its length field counts itself).
 _JPEG_SEGMENT_MAX = 65533
 _ICC_CHUNK = _JPEG_SEGMENT_MAX - 14  # "ICC_PROFILE\0", sequence number, count
+_XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
 def _jpeg_segment(marker: int, payload: bytes) -> bytes:
     return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
 
 
-def _jpeg_add_metadata(data: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
-    """Insert EXIF (APP1) and ICC (APP2, split in chunks) after the JFIF header, where Pillow puts them."""
+def _photoshop_iptc(iptc: bytes) -> bytes:
+    """An APP13 payload holding IPTC-IIM records as Photoshop image resource 0x0404."""
+    padding = b"\x00" * (len(iptc) & 1)
+    return _PHOTOSHOP_APP13 + b"8BIM" + struct.pack(">HHI", 0x0404, 0, len(iptc)) + iptc + padding
+
+
+def _jpeg_add_metadata(data: bytes, meta: Photo, notes: list[str]) -> bytes:
+    """Insert ``meta``'s EXIF and XMP (APP1), ICC (APP2, in chunks) and IPTC (APP13) after the JFIF header.
+
+    A block too large for its JPEG segment is dropped, with a line in ``notes``: the photo matters
+    more than its metadata.
+    """
+    icc, exif, xmp, iptc = meta.icc, meta.exif, meta.xmp, meta.iptc
     extra = b""
     if exif:
         payload = exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif
         if len(payload) > _JPEG_SEGMENT_MAX:
-            raise PhotoError(f"cannot encode as jpeg: EXIF block too long ({len(payload)} bytes)")
-        extra += _jpeg_segment(0xE1, payload)
+            notes.append(f"EXIF block of {len(payload)} bytes is too large for JPEG (64 KB at most): dropped")
+        else:
+            extra += _jpeg_segment(0xE1, payload)
+    if xmp:
+        if len(_XMP_JPEG_HEADER) + len(xmp) > _JPEG_SEGMENT_MAX:
+            notes.append(f"XMP packet of {len(xmp)} bytes is too large for one JPEG segment: dropped")
+        else:
+            extra += _jpeg_segment(0xE1, _XMP_JPEG_HEADER + xmp)
     if icc:
         chunks = [icc[i : i + _ICC_CHUNK] for i in range(0, len(icc), _ICC_CHUNK)]
         if len(chunks) > 255:
-            raise PhotoError(f"cannot encode as jpeg: ICC profile too long ({len(icc)} bytes)")
-        for number, chunk in enumerate(chunks, start=1):
-            extra += _jpeg_segment(0xE2, b"ICC_PROFILE\x00" + bytes([number, len(chunks)]) + chunk)
+            notes.append(f"ICC profile of {len(icc)} bytes is too large for JPEG: dropped")
+        else:
+            for number, chunk in enumerate(chunks, start=1):
+                extra += _jpeg_segment(0xE2, b"ICC_PROFILE\x00" + bytes([number, len(chunks)]) + chunk)
+    if iptc:
+        payload = _photoshop_iptc(iptc)
+        if len(payload) > _JPEG_SEGMENT_MAX:
+            notes.append(f"IPTC block of {len(iptc)} bytes is too large for JPEG: dropped")
+        else:
+            extra += _jpeg_segment(0xED, payload)
     if not extra:
         return data
     position = 2
@@ -623,23 +751,32 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _png_add_metadata(data: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
-    """Insert iCCP and eXIf chunks right after IHDR (both must precede the image data)."""
+def _png_add_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp: bytes | None = None) -> bytes:
+    """Insert iCCP, eXIf and an iTXt ``XML:com.adobe.xmp`` chunk right after IHDR (before the image data)."""
     extra = b""
     if icc:
         extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc))
     if exif:
         extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    if xmp:
+        # keyword, no compression (flag 0, method 0), empty language tag and translated keyword
+        extra += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
     if not extra:
         return data
     ihdr_end = 8 + 4 + 4 + 13 + 4
     return data[:ihdr_end] + extra + data[ihdr_end:]
 
 
+def temp_name(name: str) -> str:
+    """A temporary file name beside ``name``: the marker, our pid and host (so a later run can tell
+    whether its writer is gone, see :func:`autohdr_cli.outputs.remove_stale_temps`), a random part."""
+    return f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}@{name}"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
-    temporary = path.with_name(f"{TEMP_MARKER}{uuid.uuid4().hex[:12]}-{path.name}")
+    temporary = path.with_name(temp_name(path.name))
     try:
         with open(temporary, "xb") as f:
             f.write(data)
@@ -649,28 +786,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def write_photo(
+def write_photo(path: str | os.PathLike, photo: Photo, **options) -> None:
+    """Encode ``photo`` and write it atomically to ``path``; ``options`` as for :func:`encode_for`."""
+    data = encode_for(path, photo, **options)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise PhotoError(f"cannot write: {e.strerror or e}") from None
+
+
+def encode_for(
     path: str | os.PathLike,
     photo: Photo,
     *,
     fmt: str | None = None,
     quality: int = 95,
     strip_metadata: bool = False,
-) -> None:
-    """Encode ``photo`` and write it atomically to ``path`` (format from ``fmt`` or the extension)."""
+    notes: list[str] | None = None,
+) -> bytes:
+    """:func:`encode_photo` in the format ``fmt`` or, without it, the one ``path``'s extension names."""
     fmt = fmt or format_of(path)
     if fmt is None:
         raise PhotoError(f"cannot tell the output format from {Path(path).name!r}")
     try:
-        data = encode_photo(photo, fmt, quality=quality, strip_metadata=strip_metadata)
+        return encode_photo(photo, fmt, quality=quality, strip_metadata=strip_metadata, notes=notes)
     except PhotoError:
         raise
     except (OSError, ValueError) as e:
         raise PhotoError(f"cannot encode as {fmt}: {e}") from None
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise PhotoError(f"cannot write: {e.strerror or e}") from None
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

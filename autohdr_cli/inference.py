@@ -18,6 +18,7 @@ from torch import nn
 from .fastlut import LEVELS, apply_table, expand_lut
 from .imageio import BufferPool, Photo, pillow_image, quantize, read_photo, rgbx_buffer, to_float
 from .models.lut import apply_lut, blend_lut, make_thumbnail
+from .probe import DEFAULT_MAX_MEGAPIXELS
 from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE, Decoded, UsageError
 from .tiling import enhance_tiled, precision_context, set_tf32
 
@@ -135,6 +136,9 @@ class ModelEnhancer:
     LUT lookups, blending and rounding stay float32.
     """
 
+    #: Photos whose header declares more megapixels are refused before decoding (set by the pipeline).
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+
     def __init__(
         self,
         model: nn.Module,
@@ -175,7 +179,7 @@ class ModelEnhancer:
     def decode(self, path: Path) -> Decoded:
         """Read a photo (worker thread) and make the model's thumbnail if it needs one."""
         started = time.perf_counter()
-        photo = read_photo(path, self.pool)
+        photo = read_photo(path, self.pool, max_megapixels=self.max_megapixels)
         thumbnail = None
         if self.thumbnail_size:
             thumbnail = self._thumbnail(photo.pixels)

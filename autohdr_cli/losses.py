@@ -15,6 +15,7 @@ import kornia
 import torch
 
 from . import metrics
+from .lpips import lpips
 
 
 def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -50,6 +51,15 @@ def lab_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (kornia.color.rgb_to_lab(pred) - kornia.color.rgb_to_lab(target)).abs().mean()
 
 
+def perceptual_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean LPIPS (AlexNet, v0.1) over the batch, on the images as given (no reduction).
+
+    The LPIPS network is shared and frozen (:func:`autohdr_cli.lpips.network_on`): gradients flow to
+    ``pred`` only, and the network is never part of the model being trained.
+    """
+    return lpips(pred, target, long_side=None).mean()
+
+
 @dataclass
 class ReconstructionLoss:
     """Weighted sum of the image losses; a weight of 0 skips that loss (and its cost).
@@ -57,6 +67,7 @@ class ReconstructionLoss:
     The default weights put the terms on a comparable scale on typical errors: a Charbonnier of 0.03
     (about 8 levels of 255), a ΔE00 of 3 and an SSIM loss of 0.05 each contribute roughly 0.03.
     ΔE00 is averaged over at most ``delta_e_pixels`` pixels per image (see :func:`delta_e_loss`).
+    ``perceptual`` weighs LPIPS (:func:`perceptual_loss`; 0, the default, skips it).
     """
 
     charbonnier: float = 1.0
@@ -64,6 +75,7 @@ class ReconstructionLoss:
     delta_e: float = 0.01
     lab_l1: float = 0.0
     delta_e_pixels: int = 4096
+    perceptual: float = 0.0
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss and its unweighted parts (by name), for logging."""
@@ -74,6 +86,7 @@ class ReconstructionLoss:
             ("ssim", self.ssim, ssim_loss),
             ("delta_e", self.delta_e, lambda p, t: delta_e_loss(p, t, self.delta_e_pixels)),
             ("lab_l1", self.lab_l1, lab_l1_loss),
+            ("lpips", self.perceptual, perceptual_loss),
         ):
             if weight:
                 value = function(pred, target)

@@ -11,10 +11,8 @@ Application 30(1), 2005) on CIELAB from kornia (sRGB linearised, D65 white).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
-from pathlib import Path
 
 import kornia
 import torch
@@ -160,31 +158,6 @@ def delta_e2000_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def delta_e2000(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean CIEDE2000 colour difference per image (``Tensor[B]``) between sRGB images in [0, 1]."""
     return delta_e2000_map(pred, target).flatten(1).mean(dim=1)
-
-
-# ------------------------------------------------------------------------------------------------ LPIPS
-
-#: The torchvision file LPIPS's AlexNet backbone is loaded from (ImageNet weights).
-_ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
-
-
-def lpips_unavailable_reason() -> str:
-    """One line saying why LPIPS is not computed on this machine.
-
-    LPIPS needs an ImageNet backbone. The ``lpips`` package ships only its small linear heads and has
-    torchvision download the backbone at run time, which autohdr never does; no package we can depend
-    on ships the backbone inside its wheel. So LPIPS is not scored, and this line says what is missing.
-    """
-    missing = []
-    if importlib.util.find_spec("lpips") is None:
-        missing.append("the lpips package is not installed")
-    if importlib.util.find_spec("torchvision") is None:
-        missing.append("torchvision is not installed")
-    weights = Path(torch.hub.get_dir()) / "checkpoints" / _ALEXNET_WEIGHTS
-    if not weights.is_file():
-        missing.append(f"no AlexNet backbone weights at {weights}")
-    found = "; ".join(missing) if missing else "its parts are present, but autohdr does not call it yet"
-    return f"LPIPS: not computed ({found}; autohdr never downloads weights at run time)"
 
 
 # ----------------------------------------------------------------------------------------------- timing

@@ -144,3 +144,39 @@ def split_pairs(pairs: list[Pair], val_fraction: float, seed: int = 0) -> tuple[
     random.Random(seed).shuffle(shuffled)
     validation = {p.stem for p in shuffled[:count]}
     return [p for p in ordered if p.stem not in validation], [p for p in ordered if p.stem in validation]
+
+
+def read_stem_list(path: str | os.PathLike) -> set[str]:
+    """The pair stems a hold-out list names: one per line, ``#`` starts a comment, blank lines skipped.
+
+    A line may be a bare stem or a file name (``sub/a.jpg``): the extension is dropped, so a list made
+    with ``ls`` works. Raises PairsError when the file cannot be read or names nothing.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise PairsError(f"{path}: cannot read the hold-out list: {e.strerror or e}") from None
+    stems = set()
+    for line in text.splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            name = Path(entry)
+            stems.add(name.with_suffix("").as_posix() if format_of(name.name) else name.as_posix())
+    if not stems:
+        raise PairsError(f"{path}: the hold-out list names no pairs")
+    return stems
+
+
+def split_by_stems(pairs: list[Pair], stems: set[str]) -> tuple[list[Pair], list[Pair]]:
+    """Split pairs into (train, validation): validation is exactly the pairs whose stem is listed."""
+    ordered = sorted(pairs, key=lambda p: p.stem)
+    return [p for p in ordered if p.stem not in stems], [p for p in ordered if p.stem in stems]
+
+
+def check_stems_found(stems: set[str], pairs: list[Pair], list_path: str | os.PathLike) -> None:
+    """Raise PairsError when a hold-out list names stems that none of the pairs has (a typo holds out nothing)."""
+    missing = sorted(stems - {p.stem for p in pairs})
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise PairsError(f"{list_path}: {len(missing)} listed pair(s) not found: {shown}")

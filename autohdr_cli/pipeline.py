@@ -3,25 +3,23 @@
 The pipeline orchestrates; the per-photo work is an :class:`autohdr_cli.enhancer.Enhancer`: a
 :class:`autohdr_cli.table_enhancer.TableEnhancer` for a ``.cube`` look (numpy only) or an
 :class:`autohdr_cli.inference.ModelEnhancer` for torch models, imported only when a model is given,
-so a ``.cube`` run never imports torch.
+so a ``.cube`` run never imports torch. Writes go through :mod:`autohdr_cli.outputs` (never outside the
+output folder; a manifest of how each output was made), headers are checked by :mod:`autohdr_cli.probe`
+before decoding, and :mod:`autohdr_cli.results` holds the per-photo results, summary and ``--report``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import hashlib
 import os
 import threading
 import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterator
-
-from typing import TYPE_CHECKING
-
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .cube import CubeLUT
 from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE, Decoded, Enhancer, UsageError
@@ -32,10 +30,23 @@ from .imageio import (
     BufferPool,
     Photo,
     PhotoError,
+    encode_for,
     format_of,
     rgbx_buffer,
-    write_photo,
 )
+from .results import FileResult, Listing, ReportWriter, Summary
+from .outputs import (
+    MANIFEST_FOLDER,
+    Manifest,
+    OutputError,
+    OutputFolder,
+    check_suffix,
+    differences,
+    display,
+    recipe_id,
+    safe_relative,
+)
+from .probe import DEFAULT_MAX_MEGAPIXELS, special_kind
 
 if TYPE_CHECKING:
     from torch import nn
@@ -44,6 +55,11 @@ if TYPE_CHECKING:
 
 OUTPUT_FORMATS = ("same", "jpg", "png", "tiff", "webp")
 _FORMAT_NAMES = {"jpg": "jpeg", "png": "png", "tiff": "tiff", "webp": "webp"}
+#: Photo files we cannot read (camera RAW, HEIC/HEIF and other formats): counted and named, not failed.
+UNREAD_PHOTO_EXTENSIONS = frozenset(
+    ".3fr .ari .arw .bay .bmp .cr2 .cr3 .crw .dcr .dng .erf .fff .gif .heic .heif .hif .avif .iiq .jp2 .jxl "
+    ".k25 .kdc .mef .mos .mrw .nef .nrw .orf .pef .psd .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
+)
 
 
 @dataclass
@@ -64,6 +80,10 @@ class EnhanceOptions:
     tile: int = DEFAULT_TILE  # convolutional models run on tiles of this many pixels...
     tile_overlap: int = DEFAULT_OVERLAP  # ...overlapping by at least this many
     precision: str = DEFAULT_PRECISION  # how networks compute on CUDA (fp32, tf32, bf16, fp16)
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    model_file: Path | None = None  # its hash goes into each output's recipe (else the model's content)
+    style: str | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -73,51 +93,14 @@ class Job:
     source: Path
     output: Path
     error: str | None = None  # set when the job is known to fail before any decoding
-
-
-@dataclass
-class FileResult:
-    """What happened to one photo; one row of ``--report``."""
-
-    input: str
-    output: str
-    status: str  # done | skipped | failed | planned
-    seconds: float = 0.0
-    megapixels: float = 0.0
-    error: str = ""
-
-
-@dataclass
-class Summary:
-    """Counts and timing of a whole run."""
-
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    planned: int = 0
-    seconds: float = 0.0
-    megapixels: float = 0.0
-    interrupted: bool = False
-    results: list[FileResult] = field(default_factory=list)
-
-    @property
-    def mp_per_second(self) -> float:
-        """Megapixels enhanced per second of wall time."""
-        return self.megapixels / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        """The one-line summary printed at the end of a run."""
-        head = "interrupted: " if self.interrupted else ""
-        if self.planned:
-            return f"{head}planned {self.planned}, skipped {self.skipped}, failed {self.failed}"
-        return (
-            f"{head}done {self.done}, skipped {self.skipped}, failed {self.failed} "
-            f"in {self.seconds:.1f} s ({self.mp_per_second:.1f} MP/s)"
-        )
+    relative: PurePosixPath | None = None  # the output, relative to the output folder
 
 
 def parse_shard(text: str) -> tuple[int, int]:
     """Parse ``K/N`` (K from 1 to N) for ``--shard``; raises ValueError with the reason."""
+    text = text.strip()
+    if not text.isascii():
+        raise ValueError(f"--shard must look like K/N with digits 0-9 (e.g. 1/4), got {display(text)!r}")
     try:
         k_text, n_text = text.split("/")
         k, n = int(k_text), int(n_text)
@@ -131,13 +114,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 def in_shard(relative: str, shard: tuple[int, int] | None) -> bool:
     """Whether a file (by its path relative to the input folder) belongs to shard K of N.
 
-    A checksum of the path, not the listing order, decides: every machine agrees without sharing
-    state, even if their listings differ.
+    A checksum of the path's bytes (its UTF-8 for UTF-8 names), not the listing order, decides: every
+    machine agrees without sharing state, even if their listings differ.
     """
     if shard is None:
         return True
     k, n = shard
-    return zlib.crc32(relative.encode("utf-8")) % n == k - 1
+    return zlib.crc32(os.fsencode(relative)) % n == k - 1
 
 
 def _is_inside(path: Path, folder: Path) -> bool:
@@ -146,122 +129,104 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 def check_folders(source: Path, output: Path) -> None:
     """Refuse folder layouts that could read our own outputs or write over inputs."""
+    if not os.path.lexists(source):
+        raise UsageError(f"{display(source)}: no such file or folder")
     if not source.exists():
-        raise UsageError(f"{source}: no such file or folder")
+        raise UsageError(f"{display(source)}: a symlink to nothing")
     if output.exists() and not output.is_dir():
-        raise UsageError(f"{output}: exists and is not a folder")
+        raise UsageError(f"{display(output)}: exists and is not a folder")
     real_source, real_output = source.resolve(), output.resolve()
     if source.is_dir():
         if _is_inside(real_output, real_source):
-            raise UsageError(f"{output}: the output folder must not be inside the input folder {source}")
+            raise UsageError(f"{display(output)}: the output folder must not be inside the input folder {display(source)}")
         if _is_inside(real_source, real_output):
-            raise UsageError(f"{output}: the output folder must not contain the input folder {source}")
+            raise UsageError(f"{display(output)}: the output folder must not contain the input folder {display(source)}")
     elif real_source.parent == real_output:
-        raise UsageError(f"{output}: the output folder must not be the input photo's own folder")
+        raise UsageError(f"{display(output)}: the output folder must not be the input photo's own folder")
 
 
-def output_path(relative: Path, output: Path, options: EnhanceOptions) -> Path:
-    """Where the result for an input (relative to the input folder) is written."""
+def output_relative(relative: Path, options: EnhanceOptions) -> PurePosixPath:
+    """Where the result for an input (relative to the input folder) goes, relative to the output folder."""
     if options.output_format == "same":
         extension = relative.suffix
     else:
         extension = FORMAT_EXTENSION[_FORMAT_NAMES[options.output_format]]
-    return output / relative.parent / f"{relative.stem}{options.suffix}{extension}"
+    return safe_relative(PurePosixPath(relative.parent.as_posix(), f"{relative.stem}{options.suffix}{extension}"))
 
 
-def _photos_in(folder: Path) -> Iterator[tuple[Path, list[Path]]]:
-    """Each folder under ``folder`` (sorted, recursive) with the photo files directly in it."""
+def output_path(relative: Path, output: Path, options: EnhanceOptions) -> Path:
+    """Where the result for an input (relative to the input folder) is written."""
+    return output / output_relative(relative, options)
+
+
+def _photos_in(folder: Path, listing: Listing | None = None) -> Iterator[tuple[Path, list[Path]]]:
+    """Each folder under ``folder`` (sorted, recursive) with the photo files directly in it.
+
+    Symlinked sub-folders are not followed and RAW/HEIC files are not read: both go to ``listing``.
+    """
+    listing = listing if listing is not None else Listing()
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        photos = [
-            Path(dirpath) / name
-            for name in sorted(filenames)
-            if not name.startswith(TEMP_MARKER) and format_of(name) is not None
-        ]
+        for name in sorted(dirnames):
+            if os.path.islink(os.path.join(dirpath, name)):
+                listing.symlinked_folders.append(display(Path(dirpath, name)))
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+        photos = []
+        for name in sorted(filenames):
+            if name.startswith(TEMP_MARKER):
+                continue
+            if format_of(name) is not None:
+                photos.append(Path(dirpath) / name)
+            elif os.path.splitext(name)[1].lower() in UNREAD_PHOTO_EXTENSIONS:
+                listing.unread.append(display(Path(dirpath, name)))
+        listing.photos += len(photos)
         yield Path(dirpath), photos
 
 
-def list_jobs(source: Path, output: Path, options: EnhanceOptions) -> Iterator[Job]:
+def _special(path: Path) -> str | None:
+    """Why a listed file must not be opened (a FIFO, socket or device), or None."""
+    try:
+        kind = special_kind(os.stat(path).st_mode)
+    except OSError:
+        return None  # gone or unreadable: reading it says why
+    return None if kind is None else f"is a {kind}, not a photo file: skipped, never opened"
+
+
+def list_jobs(source: Path, output: Path, options: EnhanceOptions, listing: Listing | None = None) -> Iterator[Job]:
     """Every photo to enhance, in a stable order, streamed folder by folder.
 
     Two inputs that would write the same output (``a.png`` and ``a.jpg`` with ``--format jpg``) are
     caught here: the second becomes a failed job instead of overwriting the first one's result.
     """
-    if source.is_file():
+    listing = listing if listing is not None else Listing()
+    if source.is_file() or not source.is_dir():
         if format_of(source) is None:
             yield Job(source, output / source.name, "not a JPEG, PNG, TIFF or WebP file name")
             return
+        listing.photos += 1
         if in_shard(source.name, options.shard):
-            yield Job(source, output_path(Path(source.name), output, options))
+            relative = output_relative(Path(source.name), options)
+            yield Job(source, output / relative, _special(source), relative)
         return
-    for _folder, photos in _photos_in(source):
-        claimed: dict[Path, Path] = {}
+    for _folder, photos in _photos_in(source, listing):
+        claimed: dict[PurePosixPath, Path] = {}
         for photo in photos:
             relative = photo.relative_to(source)
-            target = output_path(relative, output, options)
+            target = output_relative(relative, options)
             first = claimed.setdefault(target, photo)
-            if not in_shard(relative.as_posix(), options.shard):
+            if not in_shard(str(relative), options.shard):
                 continue
             if first is not photo:
-                yield Job(photo, target, f"its output {target.name} is also the output of {first}")
+                error = f"its output {display(target.name)} is also the output of {display(first)}"
+                yield Job(photo, output / target, error, target)
             else:
-                yield Job(photo, target)
+                yield Job(photo, output / target, _special(photo), target)
 
 
 def count_jobs(source: Path, options: EnhanceOptions) -> int:
     """How many photos :func:`list_jobs` will yield (for the progress bar)."""
     if source.is_file():
         return 1
-    return sum(
-        in_shard(p.relative_to(source).as_posix(), options.shard) for _f, photos in _photos_in(source) for p in photos
-    )
-
-
-class ReportWriter:
-    """Streams one record per file to ``--report`` (JSON lines or CSV), flushed as it goes."""
-
-    FIELDS = ["input", "output", "status", "seconds", "megapixels", "error"]
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self._file = None
-        self._csv = None
-        if path is None:
-            return
-        suffix = path.suffix.lower()
-        if suffix not in (".jsonl", ".csv"):
-            raise UsageError(f"--report {path}: the file name must end in .jsonl or .csv")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "w", newline="", encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"--report {path}: cannot write: {e.strerror or e}") from None
-        if suffix == ".csv":
-            self._csv = csv.DictWriter(self._file, fieldnames=self.FIELDS)
-            self._csv.writeheader()
-
-    def write(self, result: FileResult) -> None:
-        """Append one record."""
-        if self._file is None:
-            return
-        record = {
-            "input": result.input,
-            "output": result.output,
-            "status": result.status,
-            "seconds": round(result.seconds, 4),
-            "megapixels": round(result.megapixels, 6),  # exact: pixels / 1e6
-            "error": result.error,
-        }
-        if self._csv is not None:
-            self._csv.writerow(record)
-        else:
-            self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        """Close the file."""
-        if self._file is not None:
-            self._file.close()
+    return sum(in_shard(str(p.relative_to(source)), options.shard) for _f, photos in _photos_in(source) for p in photos)
 
 
 def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None) -> Enhancer:
@@ -269,21 +234,48 @@ def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: B
     if isinstance(model, CubeLUT) and options.device in ("auto", "cpu") and has_unit_domain(model):
         if options.precision != DEFAULT_PRECISION:
             raise UsageError(f"--precision {options.precision} is for CUDA devices only: a .cube on the CPU is exact")
-        return TableEnhancer(model, options.strength, pool)
-    from .inference import ModelEnhancer, resolve_device
+        enhancer = TableEnhancer(model, options.strength, pool)
+    else:
+        from .inference import ModelEnhancer, resolve_device
 
-    device = resolve_device(options.device)
-    if isinstance(model, CubeLUT):
-        from .models.lut import StaticLUT
+        device = resolve_device(options.device)
+        if isinstance(model, CubeLUT):
+            from .models.lut import StaticLUT
 
-        model = StaticLUT.from_cube(model)
-    return ModelEnhancer(
-        model, device, options.strength, options.tile, options.tile_overlap, pool, precision=options.precision
-    )
+            model = StaticLUT.from_cube(model)
+        enhancer = ModelEnhancer(
+            model, device, options.strength, options.tile, options.tile_overlap, pool, precision=options.precision
+        )
+    enhancer.max_megapixels = options.max_megapixels
+    return enhancer
+
+
+def recipe_of(model: "nn.Module | CubeLUT", options: EnhanceOptions) -> dict:
+    """What makes an output's pixels and bytes: the model (its file's hash) and the options that matter."""
+    digest = hashlib.sha256()
+    if options.model_file is not None:
+        with open(options.model_file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    elif isinstance(model, CubeLUT):
+        digest.update(model.table.tobytes() + repr((model.domain_min, model.domain_max)).encode())
+    else:
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {
+        "model": digest.hexdigest(),
+        "strength": options.strength,
+        "style": options.style,
+        "format": options.output_format,
+        "quality": options.quality,
+        "tile": [options.tile, options.tile_overlap],
+        "seed": options.seed,
+        "strip_metadata": options.strip_metadata,
+    }
 
 
 def _reason(error: BaseException) -> str:
-    if isinstance(error, (PhotoError, UsageError)):
+    if isinstance(error, (PhotoError, UsageError, OutputError)):
         return str(error)
     if isinstance(error, MemoryError):
         return "out of memory"
@@ -291,6 +283,36 @@ def _reason(error: BaseException) -> str:
         return f"cannot write: {error.strerror or error}"
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else 'unexpected error'}"
+
+
+def _lstat(folder: OutputFolder, job: Job) -> os.stat_result | None:
+    """The job's existing output, or None (none there, or not reachable safely: writing it will say why)."""
+    try:
+        return folder.lstat(job.relative)
+    except (OutputError, OSError):
+        return None
+
+
+def _check_recipes(jobs: list[Job], folder: OutputFolder, manifest: Manifest, recipe: dict, summary: Summary) -> None:
+    """Refuse to skip outputs that another recipe made (unless --overwrite); count unrecorded ones."""
+    current = recipe_id(recipe)
+    stale = []
+    for job in jobs:
+        found = None if job.error else _lstat(folder, job)
+        if found is None:
+            continue
+        made_by = manifest.recipe_of(job.relative, found)
+        if made_by is None:
+            summary.unrecorded += 1
+        elif made_by != current:
+            stale.append((job, made_by))
+    if stale:
+        job, made_by = stale[0]
+        raise UsageError(
+            f"{display(folder.root)}: {len(stale)} existing output(s) were made differently "
+            f"(e.g. {display(job.relative)}: {differences(manifest.recipes.get(made_by), recipe)}); "
+            "rerun with --overwrite to redo them, or choose another output folder"
+        )
 
 
 def enhance_folder(
@@ -309,12 +331,23 @@ def enhance_folder(
     Decoding and encoding run in ``options.workers`` threads each while the model runs; at most a few
     photos per worker are in memory at any time, whatever the size of the folder. One bad photo never
     stops the batch: it becomes a failed :class:`FileResult`. Ctrl-C stops cleanly: photos already
-    written stay, nothing half-written is left, and the summary says ``interrupted``.
+    written stay, nothing half-written is left, and the summary says ``interrupted``. An existing
+    output is skipped only when the manifest says the same recipe made it (see :mod:`autohdr_cli.outputs`).
     """
     source, output = Path(source), Path(output)
+    check_suffix(options.suffix)
     check_folders(source, output)
-    report = ReportWriter(options.report)
     summary = Summary()
+    jobs = list(list_jobs(source, output, options, summary.listing))
+    folder = OutputFolder(output)
+    recipe = recipe_of(model, options)
+    try:
+        manifest = Manifest(folder, options.shard)
+    except (OutputError, OSError) as e:
+        raise UsageError(f"{display(output)}: cannot read its {MANIFEST_FOLDER}: {getattr(e, 'strerror', None) or e}") from None
+    if not options.overwrite:
+        _check_recipes(jobs, folder, manifest, recipe, summary)
+    report = ReportWriter(options.report)
     started = time.perf_counter()
 
     def record(result: FileResult) -> None:
@@ -329,61 +362,96 @@ def enhance_folder(
 
     try:
         if on_start is not None:
-            on_start(count_jobs(source, options))
+            on_start(len(jobs))
         if options.dry_run:
-            for job in list_jobs(source, output, options):
+            for job in jobs:
+                source_text, output_text = display(job.source), display(job.output)
+                try:
+                    exists = job.error is None and folder.exists(job.relative)
+                except (OutputError, OSError) as error:
+                    job.error = _reason(error)
                 if job.error:
-                    record(FileResult(str(job.source), str(job.output), "failed", error=job.error))
-                elif job.output.exists() and not options.overwrite:
-                    record(FileResult(str(job.source), str(job.output), "skipped", error="output exists"))
+                    record(FileResult(source_text, output_text, "failed", error=job.error))
+                elif exists and not options.overwrite:
+                    record(FileResult(source_text, output_text, "skipped", error="output exists"))
                 else:
-                    record(FileResult(str(job.source), str(job.output), "planned"))
+                    record(FileResult(source_text, output_text, "planned"))
             return summary
         workers = options.workers or os.cpu_count() or 1
         # Spare buffers kept: one per worker is enough for the steady state (measured: more only adds
         # to peak memory, 80 MB each at 20 MP).
         pool = BufferPool(keep=workers)
         enhancer = make_enhancer(model, options, pool)
-        _run_jobs(enhancer, list_jobs(source, output, options), options, record, summary, pool)
+        writer = _Writer(folder, manifest, recipe, options)
+        _run_jobs(enhancer, iter(jobs), options, record, summary, pool, writer)
     finally:
         summary.seconds = time.perf_counter() - started
         report.close()
+        summary.report_error = report.error
+        summary.stale_temps_removed = folder.stale_removed
     return summary
 
 
+@dataclass
+class _Writer:
+    """Encodes a result, writes it inside the output folder and records its recipe."""
+
+    folder: OutputFolder
+    manifest: Manifest
+    recipe: dict
+    options: EnhanceOptions
+
+    def write(self, job: Job, photo: Photo) -> list[str]:
+        """Write one photo; returns the warnings (metadata dropped...)."""
+        fmt = None if self.options.output_format == "same" else _FORMAT_NAMES[self.options.output_format]
+        notes: list[str] = []
+        data = encode_for(
+            job.relative, photo, fmt=fmt, quality=self.options.quality,
+            strip_metadata=self.options.strip_metadata, notes=notes,
+        )
+        written = self.folder.write(job.relative, data)
+        self.manifest.record(job.relative, self.recipe, written)
+        return notes
+
+
 def _run_jobs(
-    enhancer, jobs: Iterator[Job], options: EnhanceOptions, record, summary: Summary, pool: BufferPool
+    enhancer, jobs: Iterator[Job], options: EnhanceOptions, record, summary: Summary, pool: BufferPool, writer: _Writer
 ) -> None:
     workers = options.workers or os.cpu_count() or 1
-    fmt = None if options.output_format == "same" else _FORMAT_NAMES[options.output_format]
     stop = threading.Event()
 
     def finish(job: Job, decoded: Decoded, render: Callable[[], Photo]) -> FileResult:
         if stop.is_set():
             raise InterruptedError("interrupted before writing")
         photo = render()
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        write_photo(job.output, photo, fmt=fmt, quality=options.quality, strip_metadata=options.strip_metadata)
+        notes = writer.write(job, photo)
         # Both photos are done with: their buffers serve the next ones (a failed photo's are just freed).
         pool.give(rgbx_buffer(decoded.photo.pixels))
         pool.give(rgbx_buffer(photo.pixels))
         return FileResult(
-            str(job.source), str(job.output), "done", time.perf_counter() - decoded.started, photo.megapixels
+            display(job.source), display(job.output), "done", time.perf_counter() - decoded.started,
+            photo.megapixels, warning="; ".join(notes),
         )
+
+    def failed(job: Job, reason: str) -> FileResult:
+        return FileResult(display(job.source), display(job.output), "failed", error=reason)
 
     decoding: deque[tuple[Job, Future]] = deque()
     encoding: deque[tuple[Job, Future]] = deque()
 
     def collect_encoded() -> None:
-        job, future = encoding.popleft()
+        job, future = encoding[0]  # left in the queue until recorded: Ctrl-C while waiting still counts it
         try:
-            record(future.result())
+            result = future.result()
         except InterruptedError:
-            pass
+            result = None
         except BaseException as error:  # noqa: BLE001 - one photo's failure must not stop the batch
             if isinstance(error, KeyboardInterrupt):
                 raise
-            record(FileResult(str(job.source), str(job.output), "failed", error=_reason(error)))
+            result = failed(job, _reason(error))
+        encoding.popleft()
+        if result is not None:
+            record(result)
 
     def run_model_on_next() -> None:
         job, future = decoding.popleft()
@@ -393,7 +461,7 @@ def _run_jobs(
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # noqa: BLE001
-            record(FileResult(str(job.source), str(job.output), "failed", error=_reason(error)))
+            record(failed(job, _reason(error)))
             return
         encoding.append((job, encode_pool.submit(finish, job, decoded, render)))
         while len(encoding) > workers:  # bounded: memory stays flat on a folder of any size
@@ -404,10 +472,15 @@ def _run_jobs(
     try:
         for job in jobs:
             if job.error:
-                record(FileResult(str(job.source), str(job.output), "failed", error=job.error))
+                record(failed(job, job.error))
                 continue
-            if job.output.exists() and not options.overwrite:
-                record(FileResult(str(job.source), str(job.output), "skipped", error="output exists"))
+            try:
+                exists = not options.overwrite and writer.folder.exists(job.relative)
+            except (OutputError, OSError) as error:
+                record(failed(job, _reason(error)))
+                continue
+            if exists:
+                record(FileResult(display(job.source), display(job.output), "skipped", error="output exists"))
                 continue
             decoding.append((job, decode_pool.submit(enhancer.decode, job.source)))
             while len(decoding) > workers:
@@ -421,7 +494,7 @@ def _run_jobs(
         stop.set()
         for _job, future in decoding:
             future.cancel()
-        # Writes already under way finish (each is atomic); the rest stop before writing.
+        # Writes already under way finish (each is atomic) and are counted; the rest stop before writing.
         for job, future in encoding:
             try:
                 record(future.result())

@@ -72,9 +72,11 @@ class ProgressReporter(ProgressBar):
         self.update(0, total)
 
     def result(self, result) -> None:
-        """Called once per photo with its :class:`autohdr_cli.pipeline.FileResult`."""
+        """Called once per photo with its :class:`autohdr_cli.results.FileResult`."""
         if result.status == "failed":
             self.print_line(f"{result.input}: {result.error}")
+        elif result.warning:
+            self.print_line(f"{result.input}: warning: {result.warning}")
         elif self.dry_run:
             note = " (exists, skipped)" if result.status == "skipped" else ""
             print(f"{result.input} -> {result.output}{note}", flush=True)

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .imageio import TEMP_MARKER, atomic_write_bytes
-from .scores import IDENTITY, METRICS, EvaluateError, Evaluation, PhotoScores, Score, summarize
+from .scores import IDENTITY, METRICS, EvaluateError, Evaluation, PhotoScores, Score, metric_named, summarize
 
 #: Long side of the report thumbnails, in pixels.
 THUMBNAIL_SIZE = 256
@@ -141,7 +141,7 @@ def print_summary(evaluation: Evaluation, console=None) -> None:
     table = Table(
         title=f"autohdr evaluate: {count} photo{'' if count == 1 else 's'}",
         title_justify="left",
-        caption="worst: lowest PSNR and SSIM, highest ΔE00",
+        caption="worst: lowest PSNR and SSIM, highest ΔE00 and LPIPS",
         caption_justify="left",
     )
     for column in ("Metric", "Model"):
@@ -230,7 +230,7 @@ def evaluation_record(evaluation: Evaluation) -> dict:
         "mode": evaluation.mode,
         "device": evaluation.device,
         "models": evaluation.models,
-        "sorted_by": f"{evaluation.primary}.delta_e2000",
+        "sorted_by": f"{evaluation.primary}.{evaluation.sort_key}",
         "summary": summary,
         "photos": photos,
         "problems": evaluation.problems,
@@ -390,7 +390,8 @@ def write_html_report(evaluation: Evaluation, images: ReportImages, directory: s
                        "<title>autohdr evaluation</title>"
                        f"<style>{_STYLE % _legend_gradient()}</style></head><body>\n")
             page.write(f"<h1>autohdr evaluation</h1><p>{len(evaluation.photos)} photos, "
-                       f"worst first by ΔE00 of <b>{html.escape(evaluation.primary)}</b>. "
+                       f"worst first by {html.escape(metric_named(evaluation.sort_key).label)} of "
+                       f"<b>{html.escape(evaluation.primary)}</b>. "
                        f"Error maps: CIEDE2000 per pixel, <span class='legend'></span> 0 to {HEAT_MAX:g} "
                        "and above. Contact sheet: <a href='contact_sheet.png'>contact_sheet.png</a>.</p>\n")
             page.write(_summary_html(evaluation) + "\n")
@@ -443,7 +444,8 @@ def write_contact_sheet(
         heading = f"{row + 1}. {photo.stem}"
         if primary is not None:
             heading += (f"   {evaluation.primary}: dE00 {primary.delta_e2000:.2f}, "
-                        f"PSNR {format_number(primary.psnr, 2)} dB, SSIM {primary.ssim:.3f}")
+                        f"PSNR {format_number(primary.psnr, 2)} dB, SSIM {primary.ssim:.3f}, "
+                        f"LPIPS {format_number(primary.lpips, 3)}")
         draw.text((gap, top), heading, fill=(0, 0, 0), font=font)
         for number, (kind, _) in enumerate(columns):
             data = images.read(index_of[id(photo)], kind)

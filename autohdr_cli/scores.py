@@ -32,7 +32,15 @@ METRICS = (
     Metric("psnr", "PSNR dB ↑", True, 2),
     Metric("ssim", "SSIM ↑", True, 4),
     Metric("delta_e2000", "ΔE00 ↓", False, 3),
+    Metric("lpips", "LPIPS ↓", False, 4),
 )
+#: What ``--sort`` accepts: the metric keys.
+SORT_KEYS = tuple(m.key for m in METRICS)
+
+
+def metric_named(key: str) -> Metric:
+    """The :class:`Metric` named ``key`` (one of :data:`SORT_KEYS`)."""
+    return next(m for m in METRICS if m.key == key)
 
 
 class EvaluateError(Exception):
@@ -41,11 +49,15 @@ class EvaluateError(Exception):
 
 @dataclass
 class Score:
-    """One photo's scores for one model; ``seconds`` is the model's run time (None for files)."""
+    """One photo's scores for one model; ``seconds`` is the model's run time (None for files).
+
+    ``lpips`` is None where the photo is too small for the LPIPS network (under 32 px a side).
+    """
 
     psnr: float
     ssim: float
     delta_e2000: float
+    lpips: float | None = None
     seconds: float | None = None
 
 
@@ -97,6 +109,7 @@ class Evaluation:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     device: str | None = None
+    sort_key: str = "delta_e2000"
 
     @property
     def primary(self) -> str:
@@ -104,18 +117,23 @@ class Evaluation:
         return next((m for m in self.models if m != IDENTITY), self.models[0])
 
     def worst_first(self) -> list[PhotoScores]:
-        """The photos ordered by the primary model's ΔE00, largest first (unscored ones last)."""
-        key = self.primary
-        return sorted(
-            self.photos,
-            key=lambda p: -p.scores[key].delta_e2000 if key in p.scores else math.inf,
-        )
+        """The photos ordered by the primary model's ``sort_key`` metric, worst first (lowest PSNR or
+        SSIM, highest ΔE00 or LPIPS); photos without that score last."""
+        model, chosen = self.primary, metric_named(self.sort_key)
+        sign = 1.0 if chosen.higher_is_better else -1.0
+
+        def badness(photo: PhotoScores) -> float:
+            value = getattr(photo.scores[model], chosen.key) if model in photo.scores else None
+            return math.inf if value is None or math.isnan(value) else sign * value
+
+        return sorted(self.photos, key=badness)
 
 
 # ------------------------------------------------------------------------------------------- summaries
 
 
-def _stats(values: list[float], higher_is_better: bool) -> Stats | None:
+def _stats(values: list[float | None], higher_is_better: bool) -> Stats | None:
+    values = [v for v in values if v is not None]
     if not values:
         return None
     worst = min(values) if higher_is_better else max(values)

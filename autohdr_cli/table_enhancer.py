@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .cube import CubeLUT, identity_table
+from .probe import DEFAULT_MAX_MEGAPIXELS
 from .enhancer import Decoded
 from .fastlut import apply_table, expand_lut
 from .imageio import BufferPool, Photo, read_photo
@@ -26,6 +27,9 @@ class TableEnhancer:
     not 8-bit (16-bit TIFF or PNG, float TIFF) go through the trilinear torch path instead, which is
     imported the first time such a photo comes.
     """
+
+    #: Photos whose header declares more megapixels are refused before decoding (set by the pipeline).
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
 
     def __init__(self, cube: CubeLUT, strength: float = 1.0, pool: BufferPool | None = None):
         self.cube = cube
@@ -42,7 +46,7 @@ class TableEnhancer:
     def decode(self, path: Path) -> Decoded:
         """Read a photo (worker thread)."""
         started = time.perf_counter()
-        return Decoded(read_photo(path, self.pool), None, started)
+        return Decoded(read_photo(path, self.pool, max_megapixels=self.max_megapixels), None, started)
 
     def infer(self, decoded: Decoded) -> Callable[[], Photo]:
         """Nothing to run on a model thread: the whole lookup is left to the encode thread."""

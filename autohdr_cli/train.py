@@ -31,6 +31,7 @@ from torch import nn
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .imageio import atomic_write_bytes
+from .lpips import LPIPSReference
 from .models import MODELS, build, resolve_preset
 from .train_data import (
     PairData,
@@ -78,6 +79,8 @@ class TrainOptions:
     device: str = "auto"
     resume: Path | None = None
     val_split: float = 0.2
+    val_list: Path | None = None  # hold out exactly the pairs this file names (a whole source)
+    init: Path | None = None  # start from this checkpoint's weights (same model), not from random ones
     val_every: int = 100
     checkpoint_every: int = 250
     crop: int = 256
@@ -86,6 +89,7 @@ class TrainOptions:
     progress: bool = True
     stage: int | None = None  # DiffIR: 1 or 2 alone; None runs both in order
     clip_grad: float | None = None  # max gradient norm; None = the model's ``clip_grad_norm`` (0 = off)
+    perceptual: float | None = None  # weight of the LPIPS loss term; None = the model config's default
 
 
     @property
@@ -176,8 +180,12 @@ class _LossModule(nn.Module):
 def evaluate_pairs(
     model: nn.Module | None, data: PairData, device: torch.device
 ) -> dict[str, float]:
-    """Mean PSNR, SSIM and ΔE2000 of ``model`` (None = identity) over whole validation pairs."""
-    totals = {"psnr": 0.0, "ssim": 0.0, "delta_e": 0.0}
+    """Mean PSNR, SSIM, ΔE2000 and LPIPS of ``model`` (None = identity) over whole validation pairs.
+
+    LPIPS is taken as ``autohdr evaluate`` takes it (a copy of at most 1024 px), and left out when a
+    pair is too small for it (under 32 px a side).
+    """
+    totals = {"psnr": 0.0, "ssim": 0.0, "delta_e": 0.0, "lpips": 0.0}
     was_training = model.training if model is not None else False
     if model is not None:
         model.eval()
@@ -194,6 +202,10 @@ def evaluate_pairs(
             totals["psnr"] += float(metrics.psnr(prediction, target).clamp(max=100.0))
             totals["ssim"] += float(metrics.ssim(prediction, target))
             totals["delta_e"] += float(metrics.delta_e2000(prediction, target))
+            distance = LPIPSReference(target[0]).distance(prediction[0])
+            totals["lpips"] += math.nan if distance is None else distance
+    if math.isnan(totals["lpips"]):
+        del totals["lpips"]
     if model is not None:
         model.train(was_training)
     return {name: value / max(1, len(data)) for name, value in totals.items()}
@@ -279,6 +291,8 @@ def _read_state(path: Path) -> dict:
 
 
 def _format_metric(value: float) -> str:
+    if math.isnan(value):
+        return "-"
     return "inf" if math.isinf(value) else f"{value:.3f}"
 
 
@@ -288,10 +302,10 @@ def print_summary(validation: dict[str, dict[str, float]], count: int) -> None:
     from rich.table import Table
 
     table = Table(title=f"validation ({count} pair{'s' if count != 1 else ''})")
-    for column in ("", "PSNR dB", "SSIM", "ΔE2000"):
+    for column in ("", "PSNR dB", "SSIM", "ΔE2000", "LPIPS"):
         table.add_column(column, justify="right" if column else "left")
     for name, values in validation.items():
-        table.add_row(name, *(_format_metric(values[key]) for key in ("psnr", "ssim", "delta_e")))
+        table.add_row(name, *(_format_metric(values.get(key, math.nan)) for key in ("psnr", "ssim", "delta_e", "lpips")))
     Console(stderr=True).print(table)
 
 
@@ -309,10 +323,13 @@ def train(
     with a ``validation`` set and a ``description`` stored in the checkpoint. ``report`` gets one-line
     messages (problems found, the split); by default they go to stderr on the main process.
     """
+    if options.init is not None and options.resume is None:
+        options = _with_init_config(options)
     try:
         model_name, config = resolve_preset(options.model, options.config)
     except KeyError as e:
         raise TrainError(str(e.args[0])) from None
+    config = _with_perceptual(model_name, config, options.perceptual)
     options = dataclasses.replace(options, model=model_name, config=config)
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
     place = start_distributed(device)
@@ -329,6 +346,19 @@ def train(
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _with_perceptual(model_name: str, config: dict, weight: float | None) -> dict:
+    """``config`` with ``perceptual_weight`` set to ``weight`` (unchanged when None)."""
+    if weight is None:
+        return config
+    having = sorted(name for name, cls in MODELS.items()
+                    if "perceptual_weight" in {f.name for f in dataclasses.fields(cls.config_class)})
+    if model_name not in having:
+        raise TrainError(f"--perceptual: model {model_name!r} has no perceptual term (models with one: {', '.join(having)})")
+    if not weight >= 0:
+        raise TrainError("--perceptual must be >= 0 (0 = no perceptual term)")
+    return {**config, "perceptual_weight": weight}
 
 
 def _check_options(options: TrainOptions) -> None:
@@ -350,8 +380,45 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
 
 
-def _build_model(options: TrainOptions, look_names: list[str], start_from: Path | None = None) -> nn.Module:
-    """A fresh model (seeded), the one being resumed, or (DiffIR) a stage-1 model to start stage 2 from."""
+def _load_init(path: Path):
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        raise TrainError(f"--init {e}") from None
+
+
+def _with_init_config(options: TrainOptions) -> TrainOptions:
+    """The options of a run that starts from ``--init``: its model, its config under the given ``--config``.
+
+    The starting checkpoint must hold the same model (``nafnet-base`` and ``nafnet`` are both nafnet);
+    its config is the base, so the shapes match unless ``--config`` changes them.
+    """
+    start = _load_init(options.init)
+    wanted = options.model.partition("-")[0]
+    if start.name != wanted:
+        raise TrainError(f"--init {options.init}: holds a {start.name} model; it cannot start --model {options.model}")
+    return dataclasses.replace(options, model=start.name, config={**start.config, **options.config})
+
+
+def _start_from_init(model: nn.Module, options: TrainOptions, say: Callable[[str], None]) -> None:
+    """Copy ``--init``'s weights into a freshly built model, or say why the run starts cold instead."""
+    weights = _load_init(options.init).model.state_dict()
+    own = model.state_dict()
+    differing = sorted(k for k in own.keys() | weights.keys()
+                       if k not in own or k not in weights or own[k].shape != weights[k].shape)
+    if differing:
+        say(f"warning: --init {options.init}: {len(differing)} tensor(s) differ in shape from this --config "
+            f"(first: {differing[0]}); starting from random weights instead")
+        return
+    model.load_state_dict(weights)
+    say(f"starting from {options.init}")
+
+
+def _build_model(
+    options: TrainOptions, look_names: list[str], start_from: Path | None = None, say: Callable[[str], None] = print
+) -> nn.Module:
+    """A fresh model (seeded, or from ``--init``), the one being resumed, or (DiffIR) a stage-1 model to
+    start stage 2 from."""
     if start_from is not None:
         try:
             model = load_checkpoint(start_from).model
@@ -373,9 +440,12 @@ def _build_model(options: TrainOptions, look_names: list[str], start_from: Path 
             config["style_names"] = tuple(look_names)
     torch.manual_seed(options.seed)
     try:
-        return build(options.model, config)
+        model = build(options.model, config)
     except (TypeError, ValueError) as e:
         raise TrainError(f"bad config for model {options.model!r}: {e}") from None
+    if options.init is not None:
+        _start_from_init(model, options, say)
+    return model
 
 
 class CSVLog:
@@ -417,7 +487,7 @@ class CSVLog:
         new_file = not self.path.exists()
         if not self.fields:
             columns = [k for k in self.rows[0] if not k.startswith("val_")]
-            self.fields = columns + (["val_psnr", "val_ssim", "val_delta_e"] if self.has_validation else [])
+            self.fields = columns + (["val_psnr", "val_ssim", "val_delta_e", "val_lpips"] if self.has_validation else [])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
@@ -440,7 +510,7 @@ def _check_resume(state: dict, options: TrainOptions) -> None:
 
 def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[PairData, PairData, dict, list[str]]:
     """Training and validation pairs from the pairs folders, problems listed before any decoding."""
-    split = split_folders(options.pairs, options.val_split, options.validation_seed)
+    split = split_folders(options.pairs, options.val_split, options.validation_seed, options.val_list)
     for line in split.problems:
         say(f"{line} (skipped)")
     split.check()
@@ -465,7 +535,7 @@ def _train(options, data, validation, description, device, place, say, start_fro
     validation = validation or PairData([], [], [], [])
     description = dict(description or {})
 
-    model = _build_model(options, look_names, start_from).to(device).train()
+    model = _build_model(options, look_names, start_from, say).to(device).train()
     whole_size = getattr(model, "prior_size", 0)  # the model reads whole photos too: the data must bring them
     if whole_size and hasattr(data, "whole_size"):
         data.whole_size = whole_size
@@ -498,6 +568,8 @@ def _train(options, data, validation, description, device, place, say, start_fro
         )
         if getattr(model.config, "stage", None) is not None:
             record["stage"] = model.config.stage
+        if options.init is not None:
+            record["init"] = Path(options.init).name
         if final:
             record["validation"] = final
         save_checkpoint(options.output, model, training=record)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .imageio import load_image
-from .pairs import Pair, PairsError, find_pairs, split_pairs
+from .pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems, split_pairs
 
 class TrainError(Exception):
     """Training cannot start or go on: bad data, options that do not fit, or an unreadable resume file."""
@@ -337,6 +337,7 @@ class PairSplit:
     train: list[list[Pair]]
     validation: list[list[Pair]]
     problems: list[str]
+    val_list: Path | None = None  # the hold-out list that chose the validation pairs, if one did
 
     def description(self, val_split: float, seed: int) -> dict:
         """Where the data came from, for the checkpoint's training record (``seed``: the split's)."""
@@ -346,7 +347,7 @@ class PairSplit:
             "val_pairs": [p.stem for v in self.validation for p in v],
             "val_split": val_split,
             "split_seed": seed,
-        }
+        } | ({"val_list": self.val_list.name} if self.val_list is not None else {})
 
     def check(self) -> None:
         """Raise TrainError if a folder has fewer than 2 usable pairs."""
@@ -357,28 +358,42 @@ class PairSplit:
                     f"{folder}: {count} usable pair(s); training needs at least 2 "
                     "(one to learn from, one to validate on)"
                 )
+            if not train_pairs:
+                raise TrainError(f"{folder}: the hold-out list names every pair; none is left to train on")
 
     def look_names(self) -> list[str]:
         """One name per look: the folder's own name."""
         return [Path(f).resolve().name for f in self.folders]
 
 
-def split_folders(folders: Sequence[Path], val_split: float, seed: int) -> PairSplit:
+def split_folders(
+    folders: Sequence[Path], val_split: float, seed: int, val_list: Path | None = None
+) -> PairSplit:
     """Find and split the pairs of each folder; raises TrainError for a folder that is not a pairs folder.
 
+    The validation pairs are a seeded random ``val_split`` of each folder, or, with ``val_list``, exactly
+    the pairs that file names (:func:`autohdr_cli.pairs.read_stem_list`): a whole source held out.
     A folder with fewer than 2 usable pairs is accepted here (so its problems can be listed first) and
     refused by :meth:`PairSplit.check`.
     """
-    split = PairSplit([Path(f) for f in folders], [], [], [])
-    for folder in split.folders:
-        try:
+    split = PairSplit([Path(f) for f in folders], [], [], [], val_list)
+    try:
+        stems = read_stem_list(val_list) if val_list is not None else None
+        found_all = []
+        for folder in split.folders:
             found = find_pairs(folder)
-        except PairsError as e:
-            raise TrainError(str(e)) from None
-        split.problems += found.problems
-        train_pairs, val_pairs = split_pairs(found.pairs, val_split, seed)
-        split.train.append(train_pairs)
-        split.validation.append(val_pairs)
+            found_all += found.pairs
+            split.problems += found.problems
+            if stems is None:
+                train_pairs, val_pairs = split_pairs(found.pairs, val_split, seed)
+            else:
+                train_pairs, val_pairs = split_by_stems(found.pairs, stems)
+            split.train.append(train_pairs)
+            split.validation.append(val_pairs)
+        if stems is not None:
+            check_stems_found(stems, found_all, val_list)
+    except PairsError as e:
+        raise TrainError(str(e)) from None
     return split
 
 

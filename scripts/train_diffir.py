@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     """Split and decode the pairs, fit the step count to the time budget, train one stage."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", **data_option("pairs"))
+    parser.add_argument("--val-list", type=Path, default=None,
+                        help="hold out the pairs this file names (a whole source; benchmarks/source_splits.py)")
     parser.add_argument("--output", "-o", type=Path, default=Path("autohdr_cli/weights/diffir-default.safetensors"))
     parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
     parser.add_argument("--stage1", type=Path, default=None,
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     lr = args.lr if args.lr is not None else (1e-3 if args.stage == 1 else 5e-4)
 
-    split = split_folders([args.pairs], 0.2, args.split_seed)
+    split = split_folders([args.pairs], 0.2, args.split_seed, args.val_list)
     train_pairs, validation = decode_split(split, args.train_size)
     data = NativeCrops(train_pairs)
     output = stage1_path(args.output) if args.stage == 1 else args.output

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     """Split and decode the pairs, fit the step count to the time budget, train, write the checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", **data_option("pairs"))
+    parser.add_argument("--val-list", type=Path, default=None,
+                        help="hold out the pairs this file names (a whole source; benchmarks/source_splits.py)")
     parser.add_argument("--output", "-o", type=Path, default=Path("autohdr_cli/weights/nafnet-default.safetensors"))
     parser.add_argument("--preset", default="small", help="NAFNet preset (small, medium, base, large)")
     parser.add_argument("--config", default="{}", help="JSON overriding preset fields")
@@ -51,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 is fastest on a shared machine (0 = torch's default)")
     parser.add_argument("--log", type=Path, default=None)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint's weights (same preset), e.g. to fine-tune the shipped one")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     config = preset(args.preset, **json.loads(args.config))
-    split = split_folders([args.pairs], 0.2, args.split_seed)
+    split = split_folders([args.pairs], 0.2, args.split_seed, args.val_list)
     train_pairs, validation = decode_split(split, args.train_size)
     data = NativeCrops(train_pairs)
     data.whole_size = config.whole_context  # crops bring their whole photos when the model reads them
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs=[], output=args.output, model="nafnet", config=dataclasses.asdict(config), steps=steps,
         time_limit=budget, batch=args.batch, lr=args.lr, seed=args.seed, device="cpu", crop=args.crop,
         train_size=args.train_size, val_every=10**9, checkpoint_every=max(1, steps // 10), log=args.log,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty(), init=args.init,
     )
     result = train(options, data=data, validation=validation, description=description)
     print(json.dumps({"steps": result.steps, "seconds": round(result.seconds), "stopped_by": result.stopped_by,

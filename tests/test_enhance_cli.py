@@ -18,6 +18,7 @@ from autohdr_cli.cube import read_cube
 from autohdr_cli.fastlut import apply_table, expand_lut
 from autohdr_cli.imageio import TEMP_MARKER, read_photo
 from autohdr_cli.models.lut import StaticLUT
+from autohdr_cli.outputs import MANIFEST_FOLDER
 
 from conftest import file_hashes, gradient, save_rgb
 
@@ -39,7 +40,9 @@ def _mixed_folder(root: Path) -> Path:
 
 
 def _outputs(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and MANIFEST_FOLDER not in p.parts
+    )
 
 
 def test_bad_files_fail_alone_and_the_batch_goes_on(tmp_path, run, look):
@@ -65,7 +68,7 @@ def test_report_has_one_record_per_photo(tmp_path, run, look):
     run("enhance", source, tmp_path / "out", "--lut", look, "-q", "--report", tmp_path / "r.jsonl")
     records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert len(records) == 7
-    assert set(records[0]) == {"input", "output", "status", "seconds", "megapixels", "error"}
+    assert set(records[0]) == {"input", "output", "status", "seconds", "megapixels", "error", "warning"}
     done = [r for r in records if r["status"] == "done"]
     assert len(done) == 3 and all(r["megapixels"] == 16 * 24 / 1e6 and r["seconds"] > 0 for r in done)
     assert {Path(r["input"]).name for r in records if r["status"] == "failed"} == {
@@ -213,10 +216,18 @@ def test_ctrl_c_keeps_finished_files_and_leaves_no_temporaries(tmp_path, look):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
-    written = [p for p in (tmp_path / "out").iterdir()]
+    written = [p for p in (tmp_path / "out").iterdir() if p.name != MANIFEST_FOLDER]
     assert written and all(TEMP_MARKER not in p.name for p in written)
     for path in written:
         Image.open(path).load()  # every file left is a whole photo
+    # The summary counts every photo that was written, and the manifest records each of them.
+    assert f"interrupted: done {len(written)}," in stderr
+    rerun = subprocess.run(
+        [sys.executable, "-m", "autohdr_cli", "enhance", str(tmp_path / "in"), str(tmp_path / "out"), "--lut", str(look)],
+        stderr=subprocess.PIPE, text=True, timeout=300,
+    )
+    assert rerun.returncode == 0 and f"skipped {len(written)}, failed 0" in rerun.stderr
+    assert "no record" not in rerun.stderr
 
 
 def test_style_picks_and_blends_the_looks_of_a_nilut(tmp_path, run):

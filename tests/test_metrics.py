@@ -14,7 +14,6 @@ from autohdr_cli.metrics import (
     ciede2000,
     delta_e2000,
     delta_e2000_map,
-    lpips_unavailable_reason,
     megapixels_per_second,
     psnr,
     rgb_to_lab,
@@ -149,13 +148,6 @@ def test_rgb_to_lab_and_delta_e_on_known_colours():
     # L 100 against 0 on the neutral axis: S_L is 1 at the mean L of 50, so ΔE00 is ΔL = 100.
     assert delta_e2000(white, black).item() == pytest.approx(100.0, abs=0.05)
     assert delta_e2000_map(white, black).shape == (1, 4, 4)
-
-
-def test_lpips_reason_is_one_line_that_says_why():
-    line = lpips_unavailable_reason()
-    assert line.startswith("LPIPS")
-    assert "\n" not in line
-    assert "download" in line
 
 
 def test_stopwatch_adds_up_and_throughput():

@@ -54,7 +54,8 @@ class DiffIRConfig:
     divide that level's channels). ``prior_dim`` is the length of the prior vector; the CPENs have
     ``cpen_width`` channels and ``cpen_blocks`` residual blocks at 1/4 resolution and read a copy of the
     photo resized to ``prior_size`` x ``prior_size``. ``stage`` is the training stage this model is in (1 or 2).
-    Loss: Charbonnier + ``ssim_weight`` (1 - SSIM) + ``delta_e_weight`` ΔE2000, plus (stage 2)
+    Loss: Charbonnier + ``ssim_weight`` (1 - SSIM) + ``delta_e_weight`` ΔE2000 + ``perceptual_weight``
+    LPIPS, plus (stage 2)
     ``prior_weight`` x the L1 distance between the diffused prior and the stage-1 prior.
     """
 
@@ -78,6 +79,7 @@ class DiffIRConfig:
     layer_norm_eps: float = 1e-6
     ssim_weight: float = 0.1
     delta_e_weight: float = 0.01
+    perceptual_weight: float = 0.0
     prior_weight: float = 1.0
 
     def __post_init__(self):
@@ -601,7 +603,9 @@ class DiffIR(nn.Module):
         from ..losses import ReconstructionLoss
 
         c = self.config
-        pixel_loss = ReconstructionLoss(charbonnier=1.0, ssim=c.ssim_weight, delta_e=c.delta_e_weight)
+        pixel_loss = ReconstructionLoss(
+            charbonnier=1.0, ssim=c.ssim_weight, delta_e=c.delta_e_weight, perceptual=c.perceptual_weight
+        )
         if whole is None:
             whole = torch.cat([self._thumbnail(source), self._thumbnail(target)], dim=1)
         elif whole.shape[-2:] != (c.prior_size, c.prior_size):

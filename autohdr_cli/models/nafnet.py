@@ -34,7 +34,8 @@ class NAFNetConfig:
     multiple of ``2 ** levels``. ``identity_init`` zeroes the ending convolution, so an untrained model
     returns its input (the reference initialises it at random; starting from "no edit" trains faster on
     mild photo edits). The loss is Charbonnier plus ``ssim_weight`` x (1 - SSIM) plus
-    ``delta_e_weight`` x CIEDE2000 (see :class:`autohdr_cli.losses.ReconstructionLoss`).
+    ``delta_e_weight`` x CIEDE2000 plus ``perceptual_weight`` x LPIPS (see
+    :class:`autohdr_cli.losses.ReconstructionLoss`).
 
     ``whole_context`` = 0: each block's channel attention averages its own input, as in the paper; the
     model then learns from crops with crop averages and runs on photos with whole-photo averages.
@@ -54,6 +55,7 @@ class NAFNetConfig:
     identity_init: bool = True
     ssim_weight: float = 0.1
     delta_e_weight: float = 0.01
+    perceptual_weight: float = 0.0
     whole_context: int = 0
 
     def __post_init__(self):
@@ -316,6 +318,9 @@ class NAFNet(nn.Module):
         if self.config.whole_context:
             context = self.image_context(whole[:, :3] if whole is not None else source)
         prediction = self(source, context)
-        loss = ReconstructionLoss(charbonnier=1.0, ssim=self.config.ssim_weight, delta_e=self.config.delta_e_weight)
+        loss = ReconstructionLoss(
+            charbonnier=1.0, ssim=self.config.ssim_weight, delta_e=self.config.delta_e_weight,
+            perceptual=self.config.perceptual_weight,
+        )
         total, parts = loss(prediction, target)
         return total, {name: float(value.detach()) for name, value in parts.items()}
