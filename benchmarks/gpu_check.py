@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -372,8 +373,9 @@ def training(check: Check, rows: list[dict]) -> None:
 
 
 def torchrun_smoke(check: Check, device: str) -> dict:
-    """``torchrun --nproc_per_node 2 -m autohdr_cli train`` on tiny pairs; both ranks on one GPU share it
-    through gloo (nccl wants a GPU each)."""
+    """``torchrun --nproc_per_node 2 -m autohdr_cli train`` on tiny pairs: on the CPU through gloo; on
+    CUDA through nccl with a GPU per rank, or, with one GPU, both ranks on it through gloo."""
+    import torch
     from PIL import Image
 
     pairs = check.work / "torchrun-pairs"
@@ -381,21 +383,32 @@ def torchrun_smoke(check: Check, device: str) -> dict:
         for side, pixels in (("source", crop), ("target", (crop * 0.8 + 40).astype("uint8"))):
             (pairs / side).mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(pairs / side / f"p{index}.png")
-    one_gpu = device.startswith("cuda")
+    gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+    shared_gpu = gpus == 1
     out = check.work / f"torchrun-{device.replace(':', '')}.safetensors"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "autohdr_cli",
                "train", str(pairs), "-o", str(out), "--model", "lut", "--steps", "2" if check.quick else "20",
                "--batch", "2", "--crop", "32", "--train-size", "64", "--val-split", "0.25", "--quiet",
-               "--device", "cuda:0" if one_gpu else "cpu"]
+               "--device", "cuda:0" if shared_gpu else ("cuda" if gpus else "cpu")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", **({"AUTOHDR_DIST_BACKEND": "gloo"} if one_gpu else {})}
+           "OMP_NUM_THREADS": "1", **({"AUTOHDR_DIST_BACKEND": "gloo"} if shared_gpu else {})}
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=max(5.0, check.budget.left() - 1))
+    # A session of its own, so that a deadline stops the ranks too, not only the launcher.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _stdout, stderr = process.communicate(timeout=max(5.0, check.budget.left() - 1))
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
     seconds = time.perf_counter() - started
-    if done.returncode != 0 or not out.exists():
-        last = (done.stderr or done.stdout).strip().splitlines()
-        raise RuntimeError(f"torchrun exited {done.returncode}: {last[-1] if last else ''}")
-    return {"seconds": seconds, "status": "ok", "note": "gloo" + (", both ranks on cuda:0" if one_gpu else "")}
+    if process.returncode != 0 or not out.exists():
+        lines = stderr.strip().splitlines()
+        telling = [line for line in lines if "autohdr:" in line or "Error" in line] or lines or [""]
+        raise RuntimeError(f"torchrun exited {process.returncode}: {telling[-1].strip()[:200]}")
+    backend = "nccl, a GPU per rank" if gpus > 1 else "gloo" + (", both ranks on cuda:0" if shared_gpu else "")
+    return {"seconds": seconds, "status": "ok", "note": backend}
 
 
 # ------------------------------------------------------------------------------------------- driver
