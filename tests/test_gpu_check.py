@@ -84,3 +84,20 @@ def test_a_measurement_past_the_deadline_is_cut_and_the_next_one_skipped():
     assert "ZeroDivisionError" in rows[2]["note"]
     table = markdown_tables([{"section": "demo", **row} for row in rows])
     assert table.splitlines()[2] == "| item | status | note |"
+
+
+def test_a_missing_dependency_is_named_and_skips_only_what_needs_it(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "kornia.py").write_text("raise ImportError('kornia is not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    deps = subprocess.run([sys.executable, str(SCRIPT), "--deps"], env=env, capture_output=True, text=True, timeout=300)
+    assert deps.returncode == 1 and deps.stdout.split() == ["kornia"]
+    assert "missing dependency kornia: ImportError: kornia is not installed here" in deps.stderr
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", "training",
+                           "--out", out], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["meta"]["missing"].keys() == {"kornia"}
+    assert results["rows"] == [{"section": "training", "status": "skipped", "note": "needs kornia (missing)"}]
