@@ -88,7 +88,10 @@ def enhance(args: list[str]) -> float:
     result = CliRunner().invoke(app, ["enhance", *map(str, args), "--quiet"])
     seconds = time.perf_counter() - started
     if result.exit_code != 0:
-        lines = (result.output or "").strip().splitlines() or [repr(result.exception)]
+        error = result.exception
+        if error is not None and not isinstance(error, SystemExit):  # raised, not reported: name it
+            raise RuntimeError(f"enhance raised {type(error).__name__}: {str(error).strip()[:200]}")
+        lines = (result.output or "").strip().splitlines() or ["no message"]
         raise RuntimeError(f"enhance exited {result.exit_code}: {lines[-1]}")
     return seconds
 
@@ -308,7 +311,10 @@ def folder_throughput(check: Check, rows: list[dict]) -> None:
             if not source.exists():
                 source.mkdir()
                 for path in photos[:photos_used]:
-                    os.link(path, source / path.name)
+                    try:
+                        os.link(path, source / path.name)
+                    except OSError:  # a file system without hard links
+                        shutil.copyfile(path, source / path.name)
             out = check.work / "folder-out"
             shutil.rmtree(out, ignore_errors=True)
             extra = [] if device == "cpu" else ["--precision", precision]
