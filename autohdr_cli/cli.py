@@ -163,6 +163,9 @@ def enhance(
     seed: Annotated[
         int, typer.Option(help="diffir: seed of the diffusion's starting noise (same seed, same result).")
     ] = 0,
+    precision: Annotated[
+        str, typer.Option(help="CUDA only: fp32 (exact), tf32, bf16 or fp16 for the model's network.")
+    ] = "fp32",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
     """Enhance a photo or a folder of photos with a look (.cube LUT or learned weights).
@@ -175,12 +178,15 @@ def enhance(
     import sys
 
     from .cube import CubeError, read_cube
+    from .enhancer import PRECISIONS
     from .outputs import check_suffix, display
     from .pipeline import OUTPUT_FORMATS, EnhanceOptions, UsageError, enhance_folder, parse_shard
     from .progress import ProgressReporter
 
     if output_format not in OUTPUT_FORMATS:
         raise _usage_error(f"--format {output_format}: expected one of {', '.join(OUTPUT_FORMATS)}")
+    if precision not in PRECISIONS:
+        raise _usage_error(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if tile_overlap >= tile:
         raise _usage_error(f"--tile-overlap {tile_overlap} must be smaller than --tile {tile}")
     try:
@@ -230,6 +236,7 @@ def enhance(
         report=report,
         tile=tile,
         tile_overlap=tile_overlap,
+        precision=precision,
         max_megapixels=max_megapixels,
         model_file=model_file,
         style=style,

@@ -18,6 +18,12 @@ from .imageio import Photo
 #: Convolutional models run on tiles of this many pixels, overlapping by at least this many.
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
+#: ``enhance --precision``: how a model's network computes on CUDA (the CPU always computes fp32).
+#: fp32 is true float32 (TF32 off), tf32 lets convolutions and matmuls use TF32 tensor cores, bf16
+#: and fp16 run them under autocast. fp32 stays the default until ``benchmarks/gpu_check.py`` has
+#: measured the others against the CPU on a GPU (DESIGN.md, "GPU defaults").
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+DEFAULT_PRECISION = "fp32"
 
 
 class UsageError(Exception):

@@ -19,8 +19,8 @@ from .fastlut import LEVELS, apply_table, expand_lut
 from .imageio import BufferPool, Photo, pillow_image, quantize, read_photo, rgbx_buffer, to_float
 from .models.lut import apply_lut, blend_lut, make_thumbnail
 from .probe import DEFAULT_MAX_MEGAPIXELS
-from .enhancer import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, UsageError
-from .tiling import enhance_tiled
+from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE, Decoded, UsageError
+from .tiling import enhance_tiled, precision_context, set_tf32
 
 
 def is_global(model: nn.Module) -> bool:
@@ -131,7 +131,9 @@ class ModelEnhancer:
     (milliseconds), and the encode thread applies it at full size: for 8-bit photos on the CPU through
     a table of all 256³ colours (:mod:`autohdr_cli.fastlut`; expanding a LUT costs ~35 ms, a tenth of
     Pillow's direct trilinear lookup on a 12 MP photo), which runs without the GIL, so threads scale.
-    Other models run on the model thread.
+    Other models run on the model thread. On CUDA, the network (a LUT model's predictor, a
+    convolutional model's layers) computes in ``precision`` (:data:`autohdr_cli.enhancer.PRECISIONS`);
+    LUT lookups, blending and rounding stay float32.
     """
 
     #: Photos whose header declares more megapixels are refused before decoding (set by the pipeline).
@@ -145,7 +147,13 @@ class ModelEnhancer:
         tile: int = DEFAULT_TILE,
         tile_overlap: int = DEFAULT_OVERLAP,
         pool: BufferPool | None = None,
+        precision: str = DEFAULT_PRECISION,
     ):
+        if precision != DEFAULT_PRECISION and device.type != "cuda":
+            raise UsageError(f"--precision {precision} is for CUDA devices only: on {device} models compute in fp32")
+        if device.type == "cuda":
+            set_tf32(precision)
+        self.precision = precision
         self.model = model.to(device).eval()
         self.pool = pool
         self.device = device
@@ -205,9 +213,10 @@ class ModelEnhancer:
                 return lambda: photo.with_pixels(self._apply_lut(photo, lut))
             images = pixels_to_device(photo.pixels, self.device)
             if getattr(self.model, "tileable", False):
-                result = enhance_tiled(self.model, images, self.tile, self.tile_overlap)
+                result = enhance_tiled(self.model, images, self.tile, self.tile_overlap, precision=self.precision)
             else:
-                result = self.model(images)
+                with precision_context(self.device, self.precision):
+                    result = self.model(images).float()
             if self.strength != 1.0:
                 result = images + (result - images) * self.strength
             pixels = pixels_from_device(result, photo.pixels.dtype)
@@ -215,7 +224,9 @@ class ModelEnhancer:
 
     def _predict(self, thumbnail: torch.Tensor) -> torch.Tensor:
         if self.device.type != "cpu":
-            return blend_lut(self.model.predict_lut(thumbnail.to(self.device)), self.strength)[0]
+            with precision_context(self.device, self.precision):
+                lut = self.model.predict_lut(thumbnail.to(self.device)).float()
+            return blend_lut(lut, self.strength)[0]
         # One torch thread: the predictor is a few milliseconds of small ops, and torch's idle worker
         # threads spin for a while after each parallel region, taking cores from the decode and encode
         # threads beside it.

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .cube import CubeLUT
-from .enhancer import DEFAULT_OVERLAP, DEFAULT_TILE, Decoded, Enhancer, UsageError
+from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE, Decoded, Enhancer, UsageError
 from .table_enhancer import TableEnhancer, has_unit_domain
 from .imageio import (
     FORMAT_EXTENSION,
@@ -79,6 +79,7 @@ class EnhanceOptions:
     report: Path | None = None
     tile: int = DEFAULT_TILE  # convolutional models run on tiles of this many pixels...
     tile_overlap: int = DEFAULT_OVERLAP  # ...overlapping by at least this many
+    precision: str = DEFAULT_PRECISION  # how networks compute on CUDA (fp32, tf32, bf16, fp16)
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     model_file: Path | None = None  # its hash goes into each output's recipe (else the model's content)
     style: str | None = None
@@ -244,6 +245,8 @@ def count_jobs(source: Path, options: EnhanceOptions) -> int:
 def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None) -> Enhancer:
     """The per-photo worker for a model or a ``.cube`` LUT (a torch-free one where it can be)."""
     if isinstance(model, CubeLUT) and options.device in ("auto", "cpu") and has_unit_domain(model):
+        if options.precision != DEFAULT_PRECISION:
+            raise UsageError(f"--precision {options.precision} is for CUDA devices only: a .cube on the CPU is exact")
         enhancer = TableEnhancer(model, options.strength, pool)
     else:
         from .inference import ModelEnhancer, resolve_device
@@ -253,7 +256,9 @@ def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: B
             from .models.lut import StaticLUT
 
             model = StaticLUT.from_cube(model)
-        enhancer = ModelEnhancer(model, device, options.strength, options.tile, options.tile_overlap, pool)
+        enhancer = ModelEnhancer(
+            model, device, options.strength, options.tile, options.tile_overlap, pool, precision=options.precision
+        )
     enhancer.max_megapixels = options.max_megapixels
     return enhancer
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .enhancer import DEFAULT_OVERLAP, DEFAULT_TILE  # enhance's --tile/--tile-overlap defaults
+from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE  # enhance's defaults
 
 #: Tiles per model call on a GPU (where batching fills the device). On a CPU one tile a call is fastest:
 #: measured 2606 ms/MP for one 256 px tile against 3027 for two, because a tile's feature maps then stay
@@ -105,12 +105,25 @@ def downscale_long_side(images: torch.Tensor, long_side: int) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
-def _autocast(device: torch.device, half: bool | None):
-    """bf16 (or fp16) autocast on CUDA unless ``half`` is False; fp32 elsewhere."""
-    if device.type != "cuda" or half is False:
+def precision_context(device: torch.device, precision: str = DEFAULT_PRECISION):
+    """The autocast of ``precision`` (bf16 or fp16) on CUDA; nothing for fp32/tf32 or off CUDA.
+
+    TF32 is a process-wide switch, not a context: :func:`set_tf32` sets it once per run.
+    """
+    if device.type != "cuda" or precision not in ("bf16", "fp16"):
         return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def set_tf32(precision: str) -> None:
+    """Let CUDA convolutions and matmuls use TF32 for ``tf32`` only; ``fp32`` means float32 exactly.
+
+    (torch's own default allows TF32 in cuDNN convolutions, which would make "fp32" on a GPU
+    disagree with the CPU by more than float32 rounding.)
+    """
+    allowed = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
 
 
 def enhance_tiled(
@@ -122,7 +135,7 @@ def enhance_tiled(
     *,
     context_size: int = DEFAULT_CONTEXT_SIZE,
     channels_last: bool = True,
-    half: bool | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> torch.Tensor:
     """Run an image-to-image ``model`` on ``images`` (``B x 3 x H x W``) tile by tile; same shape out.
 
@@ -131,8 +144,8 @@ def enhance_tiled(
     on a GPU). Whole-image statistics come from
     ``model.image_context`` on a copy at most ``context_size`` long (see the module notes). The model runs
     where its parameters are, in inference mode, with channels-last tiles (faster convolutions and
-    LayerNorm on the CPU) and, on CUDA, bf16/fp16 autocast unless ``half=False``; the result is float32
-    on the input's device. The model is not modified: put it in eval mode first.
+    LayerNorm on the CPU) and, on CUDA, under ``precision``'s autocast (:func:`precision_context`; fp32 by
+    default); the result is float32 on the input's device. The model is not modified: put it in eval mode first.
     """
     if images.dim() != 4:
         raise ValueError(f"expected a B x C x H x W batch, got shape {tuple(images.shape)}")
@@ -148,7 +161,7 @@ def enhance_tiled(
     columns = plan_axis(width, tile, overlap, multiple)
     output = torch.zeros(count, 3, height, width, dtype=torch.float32, device=images.device)
 
-    with torch.inference_mode(), _autocast(device, half):
+    with torch.inference_mode(), precision_context(device, precision):
         if len(rows.starts) == 1 and len(columns.starts) == 1:
             # One tile covers the photo: run it whole (its own statistics are the exact ones).
             output.copy_(model(images.to(device, torch.float32)).float())

@@ -126,14 +126,19 @@ class Distributed:
 
 
 def start_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun process group when started by torchrun (WORLD_SIZE > 1), else do nothing."""
+    """Join the torchrun process group when started by torchrun (WORLD_SIZE > 1), else do nothing.
+
+    nccl on CUDA and gloo on the CPU, unless the environment variable ``AUTOHDR_DIST_BACKEND`` names one.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed(device=device)
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # AUTOHDR_DIST_BACKEND=gloo lets several ranks share one GPU (nccl refuses that), for smoke runs.
+        backend = os.environ.get("AUTOHDR_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend)
     return Distributed(dist.get_rank(), dist.get_world_size(), device)
 
 
@@ -629,23 +634,40 @@ def _train(options, data, validation, description, device, place, say, start_fro
                        list(validation.names))
 
 
-def seconds_per_step(model: nn.Module, data: TrainingData, batch: int, crop: int, lr: float, trials: int = 4) -> float:
+def seconds_per_step(
+    model: nn.Module,
+    data: TrainingData,
+    batch: int,
+    crop: int,
+    lr: float,
+    trials: int = 4,
+    autocast: torch.dtype | None = None,
+) -> float:
     """Median time of one training step (forward, backward, AdamW) of a throwaway copy of ``model``.
 
     Scripts fit their step count to a time budget with it, so the learning-rate schedule completes.
+    The batches go to the model's device; ``autocast`` (e.g. ``torch.bfloat16``) runs the forward
+    pass and the loss under autocast. On CUDA each step is timed to its end (synchronised).
     """
     import copy
+    from contextlib import nullcontext
 
     model = copy.deepcopy(model).train()
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    if hasattr(data, "whole_size"):  # whole photos along with the crops for a model that reads them (DiffIR)
+        data.whole_size = getattr(model, "prior_size", 0)
     times = []
     for _ in range(trials + 1):  # the first step pays one-time costs and is dropped
-        tensors = data.sample(batch, crop)
+        tensors = [t.to(device) for t in data.sample(batch, crop)]
         started = time.perf_counter()
-        loss, _parts = model.training_loss(*tensors)
+        with torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext():
+            loss, _parts = model.training_loss(*tensors)
         optimizer.zero_grad()
-        loss.backward()
+        loss.float().backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
 

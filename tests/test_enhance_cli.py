@@ -157,6 +157,9 @@ def test_usage_errors_exit_2(tmp_path, run, look):
         ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--report", tmp_path / "r.txt"),
         ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--device", "cuda:7"),
         ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--weights", look),
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--precision", "half"),
+        ("enhance", tmp_path / "in", tmp_path / "out", "--lut", look, "--precision", "bf16"),  # CUDA only
+        ("enhance", tmp_path / "in", tmp_path / "out", "--model", "lut", "--device", "cpu", "--precision", "fp16"),
     ]
     env_weights = os.environ.get("AUTOHDR_WEIGHTS")
     for args in cases:
