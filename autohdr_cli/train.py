@@ -32,6 +32,7 @@ from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .imageio import atomic_write_bytes
 from .models import MODELS, build, resolve_preset
+from .models.ip2p import ModelUnavailable
 from .train_data import (
     PairData,
     TrainError,
@@ -54,6 +55,9 @@ def parse_duration(text: str) -> float:
     return total
 
 
+#: The AdamW learning rate of a model that does not name its own ``default_lr``.
+DEFAULT_LR = 1e-3
+
 #: Settings that decide what a run computes; a resumed run must use the same ones.
 RECIPE_FIELDS = (
     "model", "batch", "lr", "weight_decay", "seed", "split_seed", "val_split", "crop", "train_size", "clip_grad"
@@ -71,7 +75,7 @@ class TrainOptions:
     steps: int = 2000
     time_limit: float | None = None
     batch: int = 8
-    lr: float = 1e-3
+    lr: float | None = None  # None: the model's ``default_lr`` (1e-3 for the models without one)
     weight_decay: float = 0.0
     seed: int = 0
     split_seed: int | None = None  # seed of the validation split; None = ``seed``
@@ -308,7 +312,8 @@ def train(
         model_name, config = resolve_preset(options.model, options.config)
     except KeyError as e:
         raise TrainError(str(e.args[0])) from None
-    options = dataclasses.replace(options, model=model_name, config=config)
+    lr = options.lr if options.lr is not None else getattr(MODELS.get(model_name), "default_lr", DEFAULT_LR)
+    options = dataclasses.replace(options, model=model_name, config=config, lr=lr)
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
     place = start_distributed(device)
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -343,6 +348,13 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--weight-decay must be >= 0")
     if options.stage is not None and (options.model != "diffir" or options.stage not in (1, 2)):
         raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
+    # A model that needs more than torch (ip2p: an extra, a base model) says so before any decoding.
+    prepare = getattr(MODELS[options.model], "before_training", None)
+    if prepare is not None and options.resume is None:
+        try:
+            prepare(options.config)
+        except ModelUnavailable as e:
+            raise TrainError(str(e)) from None
 
 
 def _build_model(options: TrainOptions, look_names: list[str], start_from: Path | None = None) -> nn.Module:
@@ -369,6 +381,8 @@ def _build_model(options: TrainOptions, look_names: list[str], start_from: Path 
     torch.manual_seed(options.seed)
     try:
         return build(options.model, config)
+    except ModelUnavailable as e:
+        raise TrainError(str(e)) from None
     except (TypeError, ValueError) as e:
         raise TrainError(f"bad config for model {options.model!r}: {e}") from None
 
