@@ -177,6 +177,9 @@ def test_ip2p_options_are_refused_for_other_models_and_export_onnx_says_why(trai
     onnx = run("export", trained, "-o", tmp_path / "x.onnx")
     assert onnx.exit_code == 2 and "diffusion pipeline" in onnx.stderr
     assert len(onnx.stderr.strip().splitlines()) == 1
+    cube = run("export", trained, "-o", tmp_path / "one.cube", "--image", photo, "--size", "9")
+    assert cube.exit_code == 0, cube.output
+    assert "LUT_3D_SIZE 9" in (tmp_path / "one.cube").read_text()
 
 
 def test_evaluate_scores_an_ip2p_checkpoint(tiny, trained, run):

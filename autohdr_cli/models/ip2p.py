@@ -31,9 +31,6 @@ from .lut import apply_lut
 
 EXTRA_HINT = "pip install 'autohdr[ip2p]'"
 DEFAULT_BASE = "timbrooks/instruct-pix2pix"
-#: The files of a base model that training and enhancing read (not the safety checker, not .bin copies).
-BASE_FILES = ["model_index.json", "scheduler/*.json", "tokenizer/*", "*/config.json", "unet/*.safetensors",
-              "vae/*.safetensors", "text_encoder/*.safetensors"]
 #: Settings ``autohdr enhance`` may change on a trained checkpoint (they do not touch its weights).
 RUNTIME_SETTINGS = ("pretrained", "inference_steps", "image_guidance", "text_guidance", "max_side")
 
@@ -114,9 +111,10 @@ def resolve_base(source: str) -> str:
     return source
 
 
-def load_base(source: str) -> dict:
+def load_base(source: str, local_only: bool = True) -> dict:
     """The base pipeline's parts (UNet, VAE, text encoder, tokenizer, scheduler config) from a folder
-    or the Hugging Face cache (never the network); raises :class:`ModelUnavailable` when missing."""
+    or the Hugging Face cache; from the hub too when not ``local_only`` (diffusers then fetches only
+    the files these parts need). Raises :class:`ModelUnavailable` when missing."""
     check_extra()
     _quiet_libraries()
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -127,11 +125,11 @@ def load_base(source: str) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # huggingface_hub warns about the offline cache before failing
             return {
-                "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=True),
-                "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=True),
-                "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", local_files_only=True),
-                "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True),
-                "scheduler": DDPMScheduler.load_config(source, subfolder="scheduler", local_files_only=True),
+                "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=local_only),
+                "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=local_only),
+                "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", local_files_only=local_only),
+                "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_only),
+                "scheduler": DDPMScheduler.load_config(source, subfolder="scheduler", local_files_only=local_only),
             }
     except (OSError, ValueError) as e:  # not in the folder or the cache, or not a diffusers folder
         if Path(source).is_dir():
@@ -224,10 +222,7 @@ class InstructPix2Pix(nn.Module):
             return
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
             raise ModelUnavailable(missing_base_message(source))
-        try:
-            huggingface_hub.snapshot_download(source, allow_patterns=BASE_FILES)
-        except Exception:  # noqa: BLE001 - no network, unknown id, refused: all mean "not here"
-            raise ModelUnavailable(missing_base_message(source)) from None
+        load_base(source, local_only=False)  # into the cache; the model is then built from there
 
     def __init__(self, config: IP2PConfig | None = None):
         super().__init__()
