@@ -61,14 +61,14 @@ def fit_lut(
     edited: torch.Tensor,
     size: int = 17,
     smoothness: float = 0.05,
-    iterations: int = 300,
+    iterations: int = 100,
     tolerance: float = 1e-5,
 ) -> torch.Tensor:
     """The ``3 x S x S x S`` LUT that best maps ``source`` colours to ``edited`` ones (both ``3 x H x W``).
 
     ``smoothness`` weighs the correction's smoothness against fitting each pixel, relative to the
-    average number of pixels per grid node. Runs in float64 on the inputs' device; a few tens of
-    milliseconds for a 512 px pair.
+    average number of pixels per grid node. Runs in float64 on the inputs' device; for a 512 px pair
+    and 17 points it converges in under 50 iterations, 0.5-0.8 s on one busy CPU core (33 points: ~4x).
     """
     if source.shape != edited.shape or source.dim() != 3 or source.shape[0] != 3:
         raise ValueError(f"expected two 3 x H x W images of one size, got {tuple(source.shape)} and {tuple(edited.shape)}")
