@@ -19,6 +19,7 @@ from torch import nn
 from . import __version__
 from .imageio import atomic_write_bytes
 from .models import MODELS, build, name_of
+from .models.ip2p import ModelUnavailable
 
 
 class CheckpointError(Exception):
@@ -63,6 +64,23 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, training: dict | 
     atomic_write_bytes(path, checkpoint_bytes(model, training))
 
 
+def read_header(path: str | os.PathLike) -> dict[str, str]:
+    """A ``.safetensors`` file's metadata alone, reading only its header (cheap for a multi-GB file);
+    raises :class:`CheckpointError` for a file that is not one."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if length <= 0 or length > 100_000_000:
+                raise CheckpointError(f"{path}: not a safetensors file (bad header length)")
+            header = json.loads(handle.read(length))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError:
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON)") from None
+    return header.get("__metadata__") or {}
+
+
 def read_metadata(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """Read a ``.safetensors`` file's metadata and tensors, with clear errors for bad files."""
     from safetensors import SafetensorError
@@ -94,8 +112,14 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, to
     return metadata, tensors
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model stored in ``path`` from the file alone; raises :class:`CheckpointError`."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", settings: dict | None = None
+) -> Checkpoint:
+    """Rebuild the model stored in ``path`` from the file alone; raises :class:`CheckpointError`.
+
+    ``settings`` change config fields the model lists in ``runtime_settings`` (ip2p: its base model
+    and sampling settings) before it is built; others are refused.
+    """
     path = Path(path)
     metadata, tensors = read_metadata(path)
     name = metadata.get("autohdr.model")
@@ -110,8 +134,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         training = json.loads(metadata.get("autohdr.training", "{}") or "{}")
     except ValueError:
         raise CheckpointError(f"{path}: damaged metadata (config is not JSON)") from None
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    allowed = getattr(MODELS[name], "runtime_settings", ())
+    refused = sorted(set(settings) - set(allowed))
+    if refused:
+        raise CheckpointError(f"{path}: a {name!r} model takes no {', '.join(refused)}: those apply to ip2p checkpoints only")
+    config.update(settings)
     try:
         model = build(name, config)
+    except ModelUnavailable as e:
+        raise CheckpointError(f"{path}: {e}") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: config does not fit model {name!r}: {e}") from None
     try:
@@ -134,20 +166,26 @@ def default_weights_path(model_name: str) -> Path:
     return DEFAULT_WEIGHTS_DIR / f"{model_name}-default.safetensors"
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", settings: dict | None = None
+) -> nn.Module:
     """Load a model ready to enhance from a ``.safetensors`` checkpoint or a ``.cube`` LUT (by extension).
 
     A checkpoint that cannot enhance on its own (a stage-1 DiffIR) is refused with the reason.
 
-    Raises :class:`CheckpointError` (or :class:`autohdr_cli.cube.CubeError` for a bad ``.cube``).
+    ``settings``: see :func:`load_checkpoint` (a ``.cube`` takes none). Raises :class:`CheckpointError`
+    (or :class:`autohdr_cli.cube.CubeError` for a bad ``.cube``).
     """
     path = Path(path)
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
+    if path.suffix.lower() == ".cube" and settings:
+        raise CheckpointError(f"{path}: a .cube look takes no {', '.join(sorted(settings))}: those apply to ip2p checkpoints only")
     if path.suffix.lower() == ".cube":
         from .cube import read_cube
         from .models.lut import StaticLUT
 
         return StaticLUT.from_cube(read_cube(path)).eval().to(map_location)
-    model = load_checkpoint(path, map_location).model
+    model = load_checkpoint(path, map_location, settings).model
     reason = getattr(model, "inference_error", None)
     if reason:
         raise CheckpointError(f"{path}: cannot enhance with {reason}")

@@ -161,11 +161,26 @@ def enhance(
         int, typer.Option("--tile-overlap", min=0, help="Convolutional models: overlap of neighbouring tiles, pixels.")
     ] = 32,
     seed: Annotated[
-        int, typer.Option(help="diffir: seed of the diffusion's starting noise (same seed, same result).")
+        int, typer.Option(help="diffir, ip2p: seed of the diffusion's starting noise (same seed, same result).")
     ] = 0,
     precision: Annotated[
         str, typer.Option(help="CUDA only: fp32 (exact), tf32, bf16 or fp16 for the model's network.")
     ] = "fp32",
+    pretrained: Annotated[
+        Optional[str], typer.Option(help="ip2p: the base model's diffusers folder or hub id (default: the one it was trained on).")
+    ] = None,
+    sampling_steps: Annotated[
+        Optional[int], typer.Option("--steps", min=1, help="ip2p: diffusion sampling steps (default: the checkpoint's, 20).")
+    ] = None,
+    image_guidance: Annotated[
+        Optional[float], typer.Option("--image-guidance", min=0.0, help="ip2p: how closely to follow the photo (default 1.5).")
+    ] = None,
+    text_guidance: Annotated[
+        Optional[float], typer.Option("--text-guidance", min=0.0, help="ip2p: how strongly to follow the instruction (default 7.5).")
+    ] = None,
+    max_side: Annotated[
+        Optional[int], typer.Option("--max-side", min=64, help="ip2p: long side of the copy the diffusion edits (default 512).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
     """Enhance a photo or a folder of photos with a look (.cube LUT or learned weights).
@@ -198,10 +213,19 @@ def enhance(
     except ValueError as e:
         raise _usage_error(str(e)) from None
     model_file = _pick_model_file(lut, weights, model)
+    # ip2p's settings, by config field; given for another model they are refused, not ignored.
+    ip2p_settings = {
+        "pretrained": pretrained, "inference_steps": sampling_steps, "image_guidance": image_guidance,
+        "text_guidance": text_guidance, "max_side": max_side,
+    }
+    given = [flag for flag, value in zip(("--pretrained", "--steps", "--image-guidance", "--text-guidance", "--max-side"),
+                                         ip2p_settings.values()) if value is not None]
     if model_file.suffix.lower() == ".cube":
         # A .cube look runs on numpy alone: torch is never imported (two seconds of start-up saved).
         if style is not None:
             raise _usage_error("--style is for models that hold several looks (nilut), not a .cube LUT")
+        if given:
+            raise _usage_error(f"{' '.join(given)}: for ip2p checkpoints only, not a .cube LUT")
         try:
             enhancer_model = read_cube(model_file)
         except CubeError as e:
@@ -209,8 +233,12 @@ def enhance(
     else:
         from .checkpoint import CheckpointError, load_model
 
+        from .checkpoint import read_header
+
         try:
-            enhancer_model = load_model(model_file)
+            if given and read_header(model_file).get("autohdr.model") != "ip2p":
+                raise _usage_error(f"{' '.join(given)}: for ip2p checkpoints only; {model_file} is another model")
+            enhancer_model = load_model(model_file, settings=ip2p_settings)
         except (CheckpointError, CubeError) as e:
             raise _usage_error(str(e)) from None
     if style is not None:
@@ -293,7 +321,9 @@ def train(
         Optional[str], typer.Option("--time-limit", help="Stop after this long, e.g. 90s, 10m, 1h30m (checkpoint kept).")
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Crops per step (per process under torchrun).")] = 8,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, cosine schedule).")] = 1e-3,
+    lr: Annotated[
+        Optional[float], typer.Option(min=0.0, help="Peak learning rate (AdamW, cosine schedule); default 1e-3, ip2p 1e-5.")
+    ] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0, help="AdamW weight decay.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the validation split, the initial weights and the batches.")] = 0,
     split_seed: Annotated[
@@ -338,6 +368,11 @@ def train(
         Optional[float],
         typer.Option(help="nafnet/diffir: weight of the LPIPS (AlexNet) loss term; 0 = off (default: the model's)."),
     ] = None,
+    pretrained: Annotated[
+        Optional[str],
+        typer.Option(help="ip2p only: base model, a diffusers folder or hub id (default timbrooks/instruct-pix2pix)."),
+    ] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="ip2p only: the instruction the look is learned under.")] = None,
 ) -> None:
     """Learn a look from before/after pairs and write it as a checkpoint.
 
@@ -361,6 +396,11 @@ def train(
         raise _usage_error(f"--config is not JSON: {e}") from None
     if not isinstance(model_config, dict):
         raise _usage_error("--config must be a JSON object, e.g. '{\"lut_size\": 17}'")
+    for name, value in (("pretrained", pretrained), ("prompt", prompt)):
+        if value is not None:
+            if model != "ip2p":
+                raise _usage_error(f"--{name} is for --model ip2p only")
+            model_config[name] = value
     options = TrainOptions(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,

@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoint import CheckpointError, checkpoint_bytes, config_dict, load_checkpoint, load_model, read_metadata
+from .checkpoint import (
+    CheckpointError, checkpoint_bytes, config_dict, load_checkpoint, load_model, read_header, read_metadata,
+)
 from .cube import MAX_SIZE, MIN_SIZE, CubeError, CubeLUT, write_cube
 from .imageio import PhotoError, atomic_write_bytes, load_image
-from .models import name_of
+from .models import MODELS, name_of
 from .models.lut import apply_lut, identity_lut, lookup_batched, lut_to_table
 from .models.nilut import set_style_from_text
 from .inference import is_global, predict_luts
@@ -510,6 +512,10 @@ def export_model(source: Path, output: Path, options: ExportOptions) -> ExportRe
     if fmt == "safetensors":
         data = resaved_checkpoint(source, metadata_edits(options.title, options.meta))
         return _write(output, fmt, data)
+    if fmt in ("onnx", "pt2") and source.suffix.lower() != ".cube":
+        refusal = _export_refusal(source)
+        if refusal:
+            raise ExportError(f"{source}: cannot export to {fmt}: {refusal}")
     model = load_for_export(source)
     apply_style(model, options.style)
     if fmt == "cube":
@@ -520,6 +526,15 @@ def export_model(source: Path, output: Path, options: ExportOptions) -> ExportRe
     data, difference = onnx_bytes(model) if fmt == "onnx" else pt2_bytes(model)
     details = f"opset {ONNX_OPSET}" if fmt == "onnx" else "torch.export"
     return _write(output, fmt, data, difference, details)
+
+
+def _export_refusal(source: Path) -> str | None:
+    """Why the checkpoint's model cannot be one graph (its class's ``export_refusal``), from the header alone."""
+    try:
+        name = read_header(source).get("autohdr.model")
+    except CheckpointError:
+        return None  # loading it will say what is wrong
+    return getattr(MODELS.get(name or ""), "export_refusal", None)
 
 
 def _make_parent(output: Path) -> None:
@@ -573,8 +588,13 @@ def describe(path: Path) -> ModelInfo:
         config, training, version, metadata = config_dict(model), {}, "", {}
     else:
         try:
+            raw, tensors = read_metadata(path)
+            model_class = MODELS.get(raw.get("autohdr.model", ""))
+            if getattr(model_class, "needs_base", False):
+                # Built on a base model (ip2p): described from the file alone, without the base or its
+                # extra; the parameters counted are those the file holds (what training changed).
+                return _describe_stored(path, raw, tensors, model_class)
             checkpoint = load_checkpoint(path)
-            raw, _ = read_metadata(path)
         except CheckpointError as e:
             raise ExportError(str(e)) from None
         model, config, training, version = checkpoint.model, checkpoint.config, checkpoint.training, checkpoint.version
@@ -589,6 +609,21 @@ def describe(path: Path) -> ModelInfo:
         size_bytes=path.stat().st_size,
         version=version,
         metadata=metadata,
+    )
+
+
+def _describe_stored(path: Path, raw: dict[str, str], tensors: dict, model_class: type) -> ModelInfo:
+    """:class:`ModelInfo` from a checkpoint's metadata and tensors, without building its model."""
+    try:
+        config = json.loads(raw.get("autohdr.config", "{}"))
+        training = json.loads(raw.get("autohdr.training", "{}") or "{}")
+    except ValueError:
+        raise ExportError(f"{path}: damaged metadata (config is not JSON)") from None
+    return ModelInfo(
+        path=path, name=raw["autohdr.model"], class_name=model_class.__name__, config=config, training=training,
+        parameters=sum(t.numel() for t in tensors.values()), size_bytes=path.stat().st_size,
+        version=raw.get("autohdr.version", ""),
+        metadata={k: v for k, v in raw.items() if k not in CORE_METADATA},
     )
 
 

@@ -28,10 +28,17 @@ def is_global(model: nn.Module) -> bool:
     return hasattr(model, "predict_lut")
 
 
+def model_thumbnail(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The small copy a global model predicts its LUT from: the model's own ``make_thumbnail`` when it
+    has one (ip2p keeps the aspect ratio), else a ``thumbnail_size`` square."""
+    own = getattr(model, "make_thumbnail", None)
+    return own(images) if own is not None else make_thumbnail(images, model.thumbnail_size)
+
+
 def predict_luts(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Ask a global model for one LUT per image (``B x 3 x S x S x S``), from a thumbnail if it wants one."""
     size = getattr(model, "thumbnail_size", 0)
-    thumbnails = make_thumbnail(images, size) if size else images[:, :, :1, :1]
+    thumbnails = model_thumbnail(model, images) if size else images[:, :, :1, :1]
     return model.predict_lut(thumbnails)
 
 
@@ -197,7 +204,7 @@ class ModelEnhancer:
         else:
             small = pixels[:: max(1, factor), :: max(1, factor)]
         tensor = torch.from_numpy(np.ascontiguousarray(to_float(small).transpose(2, 0, 1))).unsqueeze(0)
-        return make_thumbnail(tensor, size)
+        return model_thumbnail(self.model, tensor)
 
     def infer(self, decoded: Decoded) -> Callable[[], Photo]:
         """Run the model (model thread); returns the rest of the work, to run in an encode thread."""
@@ -223,7 +230,7 @@ class ModelEnhancer:
         return lambda: photo.with_pixels(quantize(pixels, photo.pixels.dtype))
 
     def _predict(self, thumbnail: torch.Tensor) -> torch.Tensor:
-        if self.device.type != "cpu":
+        if self.device.type != "cpu" or getattr(self.model, "heavy_predictor", False):
             with precision_context(self.device, self.precision):
                 lut = self.model.predict_lut(thumbnail.to(self.device)).float()
             return blend_lut(lut, self.strength)[0]

@@ -33,6 +33,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
 from .models import MODELS, build, resolve_preset
+from .models.ip2p import ModelUnavailable
 from .train_data import (
     PairData,
     TrainError,
@@ -55,6 +56,9 @@ def parse_duration(text: str) -> float:
     return total
 
 
+#: The AdamW learning rate of a model that does not name its own ``default_lr``.
+DEFAULT_LR = 1e-3
+
 #: Settings that decide what a run computes; a resumed run must use the same ones.
 RECIPE_FIELDS = (
     "model", "batch", "lr", "weight_decay", "seed", "split_seed", "val_split", "crop", "train_size", "clip_grad"
@@ -72,7 +76,7 @@ class TrainOptions:
     steps: int = 2000
     time_limit: float | None = None
     batch: int = 8
-    lr: float = 1e-3
+    lr: float | None = None  # None: the model's ``default_lr`` (1e-3 for the models without one)
     weight_decay: float = 0.0
     seed: int = 0
     split_seed: int | None = None  # seed of the validation split; None = ``seed``
@@ -330,7 +334,8 @@ def train(
     except KeyError as e:
         raise TrainError(str(e.args[0])) from None
     config = _with_perceptual(model_name, config, options.perceptual)
-    options = dataclasses.replace(options, model=model_name, config=config)
+    lr = options.lr if options.lr is not None else getattr(MODELS.get(model_name), "default_lr", DEFAULT_LR)
+    options = dataclasses.replace(options, model=model_name, config=config, lr=lr)
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
     place = start_distributed(device)
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -380,6 +385,13 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
     if options.config.get("perceptual_weight") and options.crop < LPIPS_MIN_SIDE:
         raise TrainError(f"--perceptual needs --crop {LPIPS_MIN_SIDE} or more (LPIPS's smallest input)")
+    # A model that needs more than torch (ip2p: an extra, a base model) says so before any decoding.
+    prepare = getattr(MODELS[options.model], "before_training", None)
+    if prepare is not None and options.resume is None:
+        try:
+            prepare(options.config)
+        except ModelUnavailable as e:
+            raise TrainError(str(e)) from None
 
 
 def _load_init(path: Path):
@@ -445,6 +457,8 @@ def _build_model(
     torch.manual_seed(options.seed)
     try:
         model = build(options.model, config)
+    except ModelUnavailable as e:
+        raise TrainError(str(e)) from None
     except (TypeError, ValueError) as e:
         raise TrainError(f"bad config for model {options.model!r}: {e}") from None
     if options.init is not None:

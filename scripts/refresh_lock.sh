@@ -6,7 +6,7 @@
 # installed here only decides the versions of its own dependencies. TORCH_SPEC overrides it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=$(sed -n 's/^pip_install -c constraints.txt -e .\.\[\(.*\)\]./\1/p' .ci/run)
+extras=$(sed -n 's/^pip_install -c constraints.txt -e .\.\[\(.*\)\]. .*/\1/p' .ci/run)
 env=$(mktemp -d)
 trap 'rm -rf "$env"' EXIT
 python3 -m venv "$env"

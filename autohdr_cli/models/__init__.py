@@ -12,6 +12,7 @@ from torch import nn
 
 from . import diffir, nafnet
 from .diffir import DiffIR
+from .ip2p import InstructPix2Pix
 from .lut import AdaptiveLUT, StaticLUT
 from .nafnet import NAFNet
 from .nilut import NILUT
@@ -22,6 +23,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "nilut": NILUT,
     "nafnet": NAFNet,
     "diffir": DiffIR,
+    "ip2p": InstructPix2Pix,
 }
 
 
