@@ -157,11 +157,6 @@ def output_relative(relative: Path, options: EnhanceOptions) -> PurePosixPath:
     return safe_relative(PurePosixPath(relative.parent.as_posix(), f"{relative.stem}{options.suffix}{extension}"))
 
 
-def output_path(relative: Path, output: Path, options: EnhanceOptions) -> Path:
-    """Where the result for an input (relative to the input folder) is written."""
-    return output / output_relative(relative, options)
-
-
 def _photos_in(folder: Path, listing: Listing | None = None) -> Iterator[tuple[Path, list[Path]]]:
     """Each folder under ``folder`` (sorted, recursive) with the photo files directly in it.
 
@@ -232,13 +227,6 @@ def _job(photo: Path, relative: Path, output: Path, options: EnhanceOptions) -> 
     except OutputError as error:
         return Job(photo, output / display(relative.name), str(error))
     return Job(photo, output / target, _special(photo), target)
-
-
-def count_jobs(source: Path, options: EnhanceOptions) -> int:
-    """How many photos :func:`list_jobs` will yield (for the progress bar)."""
-    if source.is_file():
-        return 1
-    return sum(in_shard(str(p.relative_to(source)), options.shard) for _f, photos in _photos_in(source) for p in photos)
 
 
 def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None) -> Enhancer:
