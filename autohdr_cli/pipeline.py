@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
 import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -411,6 +413,19 @@ class _Writer:
         return notes
 
 
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold SIGINT for the enclosed lines (main thread, POSIX); Ctrl-C lands right after them."""
+    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if hold:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if hold:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _run_jobs(
     enhancer, jobs: Iterator[Job], options: EnhanceOptions, record, summary: Summary, pool: BufferPool, writer: _Writer
 ) -> None:
@@ -446,9 +461,10 @@ def _run_jobs(
             if isinstance(error, KeyboardInterrupt):
                 raise
             result = failed(job, _reason(error))
-        encoding.popleft()
-        if result is not None:
-            record(result)
+        with _ctrl_c_deferred():  # taken off the queue and counted together, never one without the other
+            encoding.popleft()
+            if result is not None:
+                record(result)
 
     def run_model_on_next() -> None:
         job, future = decoding.popleft()
