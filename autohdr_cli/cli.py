@@ -16,6 +16,10 @@ from . import __version__
 from .probe import DEFAULT_MAX_MEGAPIXELS
 
 
+#: Click's UsageError, whichever Click Typer uses (its own bundled copy from 0.26, the click package before).
+_CLICK_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 class _OneLineUsageErrors(TyperGroup):
     """Typer's own usage errors (unknown option, missing argument, bad value) as one ``autohdr: error:``
     line and exit 2, like ours, instead of a usage box."""
@@ -24,18 +28,18 @@ class _OneLineUsageErrors(TyperGroup):
         """Parse the top level (global options, command name)."""
         try:
             return super().make_context(*args, **kwargs)
-        except typer.TyperException as e:
+        except _CLICK_USAGE_ERROR as e:
             raise _as_one_line(e) from None
 
     def invoke(self, ctx):
         """Parse and run a command."""
         try:
             return super().invoke(ctx)
-        except typer.TyperException as e:
+        except _CLICK_USAGE_ERROR as e:
             raise _as_one_line(e) from None
 
 
-def _as_one_line(error: typer.TyperException) -> BaseException:
+def _as_one_line(error: Exception) -> BaseException:
     if getattr(error, "exit_code", None) != 2 or type(error).__name__ == "NoArgsIsHelpError":
         return error  # not a usage error, or `autohdr` alone: the help it prints is the answer
     context = getattr(error, "ctx", None)

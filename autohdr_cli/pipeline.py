@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
 import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -158,11 +160,6 @@ def output_relative(relative: Path, options: EnhanceOptions) -> PurePosixPath:
     return safe_relative(PurePosixPath(relative.parent.as_posix(), f"{relative.stem}{options.suffix}{extension}"))
 
 
-def output_path(relative: Path, output: Path, options: EnhanceOptions) -> Path:
-    """Where the result for an input (relative to the input folder) is written."""
-    return output / output_relative(relative, options)
-
-
 def _photos_in(folder: Path, listing: Listing | None = None) -> Iterator[tuple[Path, list[Path]]]:
     """Each folder under ``folder`` (sorted, recursive) with the photo files directly in it.
 
@@ -233,13 +230,6 @@ def _job(photo: Path, relative: Path, output: Path, options: EnhanceOptions) -> 
     except OutputError as error:
         return Job(photo, output / display(relative.name), str(error))
     return Job(photo, output / target, _special(photo), target)
-
-
-def count_jobs(source: Path, options: EnhanceOptions) -> int:
-    """How many photos :func:`list_jobs` will yield (for the progress bar)."""
-    if source.is_file():
-        return 1
-    return sum(in_shard(str(p.relative_to(source)), options.shard) for _f, photos in _photos_in(source) for p in photos)
 
 
 def make_enhancer(model: "nn.Module | CubeLUT", options: EnhanceOptions, pool: BufferPool | None = None) -> Enhancer:
@@ -428,6 +418,19 @@ class _Writer:
         return notes
 
 
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold SIGINT for the enclosed lines (main thread, POSIX); Ctrl-C lands right after them."""
+    hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if hold:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if hold:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _run_jobs(
     enhancer, jobs: Iterator[Job], options: EnhanceOptions, record, summary: Summary, pool: BufferPool, writer: _Writer
 ) -> None:
@@ -463,9 +466,10 @@ def _run_jobs(
             if isinstance(error, KeyboardInterrupt):
                 raise
             result = failed(job, _reason(error))
-        encoding.popleft()
-        if result is not None:
-            record(result)
+        with _ctrl_c_deferred():  # taken off the queue and counted together, never one without the other
+            encoding.popleft()
+            if result is not None:
+                record(result)
 
     def run_model_on_next() -> None:
         job, future = decoding.popleft()
