@@ -187,7 +187,7 @@ def test_train_perceptual_is_recorded_and_validation_reports_lpips(tmp_path, run
 
 
 def _photo_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """pred/, target/ and source/ with 48 x 64 photos: an exact copy, a blurred and a shifted one."""
+    """pred/, target/ and source/ (shifted by 1 px) with 48 x 64 photos: exact, blurred and noisy results."""
     from PIL import Image, ImageFilter
 
     base = gradient(48, 64, seed=5)
