@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoint import CheckpointError, checkpoint_bytes, config_dict, load_checkpoint, load_model, read_metadata
+from .checkpoint import CheckpointError, checkpoint_bytes, config_dict, load_checkpoint, load_model
 from .cube import MAX_SIZE, MIN_SIZE, CubeError, CubeLUT, write_cube
 from .imageio import PhotoError, atomic_write_bytes, load_image
 from .models import name_of
@@ -458,11 +458,10 @@ def resaved_checkpoint(source: Path, edits: dict[str, str]) -> bytes:
     else:
         try:
             checkpoint = load_checkpoint(source)
-            metadata, _ = read_metadata(source)
         except CheckpointError as e:
             raise ExportError(str(e)) from None
         model, training = checkpoint.model, checkpoint.training
-        extra = {k: v for k, v in metadata.items() if k not in CORE_METADATA}
+        extra = {k: v for k, v in checkpoint.metadata.items() if k not in CORE_METADATA}
     extra.update(edits)
     return checkpoint_bytes(model, training, {k: v for k, v in extra.items() if v != ""})
 
@@ -574,11 +573,10 @@ def describe(path: Path) -> ModelInfo:
     else:
         try:
             checkpoint = load_checkpoint(path)
-            raw, _ = read_metadata(path)
         except CheckpointError as e:
             raise ExportError(str(e)) from None
         model, config, training, version = checkpoint.model, checkpoint.config, checkpoint.training, checkpoint.version
-        metadata = {k: v for k, v in raw.items() if k not in CORE_METADATA}
+        metadata = {k: v for k, v in checkpoint.metadata.items() if k not in CORE_METADATA}
     return ModelInfo(
         path=path,
         name=name_of(model),
