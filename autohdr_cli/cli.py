@@ -30,6 +30,19 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+DEVICE_HELP = "Where models run: auto (the GPU if there is one), cpu, cuda or cuda:N."
+
+
+def _device(name: str):
+    """``--device``, checked the same way in every command (:mod:`autohdr_cli.devices`); loads torch."""
+    from .devices import DeviceError, resolve_device
+
+    try:
+        return resolve_device(name)
+    except DeviceError as e:
+        raise _usage_error(str(e)) from None
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"autohdr {__version__}")
@@ -104,7 +117,7 @@ def enhance(
     workers: Annotated[
         int, typer.Option(min=0, help="Decode/encode threads (0 = one per CPU core).")
     ] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, or cuda[:N].")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done, write nothing.")] = False,
     shard: Annotated[
         Optional[str], typer.Option(help="K/N: process only shard K (1..N) of the folder, for job arrays.")
@@ -138,6 +151,12 @@ def enhance(
         raise _usage_error(f"--format {output_format}: expected one of {', '.join(OUTPUT_FORMATS)}")
     if tile_overlap >= tile:
         raise _usage_error(f"--tile-overlap {tile_overlap} must be smaller than --tile {tile}")
+    from .devices import DeviceError, check_device_name
+
+    try:
+        check_device_name(device)  # the name only: a .cube run does not load torch
+    except DeviceError as e:
+        raise _usage_error(str(e)) from None
     try:
         shard_value = parse_shard(shard) if shard else None
     except ValueError as e:
@@ -233,7 +252,7 @@ def train(
         typer.Option("--split-seed", help="Seed of the validation split alone (default: --seed), to compare "
                      "training seeds on the same held-out pairs."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, or cuda[:N].")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
     ] = None,
@@ -256,6 +275,9 @@ def train(
         Optional[int],
         typer.Option(help="diffir only: run stage 1 or 2 alone (default: both, splitting --steps and --time-limit)."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing -o file and its .state, log and stage-1 files.")
+    ] = False,
 ) -> None:
     """Learn a look from before/after pairs and write it as a checkpoint.
 
@@ -285,6 +307,7 @@ def train(
         val_split=val_split,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
+        overwrite=overwrite,
     )
     try:
         run_training(options)
@@ -327,7 +350,7 @@ def evaluate(
         float, typer.Option("--val-split", help="Fraction of the pairs in the validation split (as in train).")
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the validation split (as in train).")] = 0,
-    device: Annotated[str, typer.Option(help="Where models run: cpu, cuda[:N] or mps.")] = "cpu",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Write the summary and one record per photo as JSON.")
     ] = None,
@@ -359,9 +382,15 @@ def evaluate(
         raise _usage_error("--weights, --lut and --split go with one PAIRS folder, not PRED_DIR TARGET_DIR")
     if len(folders) == 1 and source is not None:
         raise _usage_error("--source goes with PRED_DIR TARGET_DIR (a PAIRS folder holds its own sources)")
-    device_problem = scoring.check_device(device)
-    if device_problem:
-        raise _usage_error(device_problem)
+    device = str(_device(device))
+    models = []
+    if len(folders) == 1:
+        # A look or checkpoint that cannot be loaded is a usage error, as in enhance: nothing is scored.
+        models, load_problems = scoring.load_models(weights or [], lut or [], device)
+        for line in load_problems[:-1]:
+            typer.echo(f"autohdr: error: {line}", err=True)
+        if load_problems:
+            raise _usage_error(load_problems[-1])
     reporter = scoring.ProblemReporter(progress=not quiet and sys.stderr.isatty())
     try:
         with report.report_images(html_dir) as images, reporter:
@@ -371,11 +400,10 @@ def evaluate(
                     images=images, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             else:
-                models, load_problems = scoring.load_models(weights or [], lut or [], device)
                 evaluation = scoring.evaluate_models(
                     folders[0], models,
                     split=split, val_fraction=val_split, seed=seed, device=device, images=images,
-                    problems=load_problems, on_problem=reporter.problem, on_progress=reporter.advance,
+                    on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             failures = report.write_reports(
                 evaluation, images, json_path=json_path, csv_path=csv_path, html_dir=html_dir
@@ -412,6 +440,7 @@ def export(
         Optional[list[str]],
         typer.Option("--meta", help="safetensors: set metadata KEY=VALUE (stored as autohdr.KEY; empty removes)."),
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the -o file if it exists.")] = False,
 ) -> None:
     """Export a model: a .cube LUT (global models), ONNX (opset 20), a torch.export .pt2 program, or the
     checkpoint re-saved with new metadata.
@@ -422,7 +451,8 @@ def export(
     from .export import ExportError, ExportFailed, ExportOptions, export_model
 
     options = ExportOptions(
-        format=output_format, size=size, image=image, style=style, title=title, meta=list(meta or [])
+        format=output_format, size=size, image=image, style=style, title=title, meta=list(meta or []),
+        overwrite=overwrite,
     )
     try:
         result = export_model(weights, output, options)

@@ -50,6 +50,7 @@ def identity_table(size: int) -> np.ndarray:
 MAX_LINE_CHARS = 4096
 #: Table rows are gathered in blocks of this many, so memory follows the rows actually read.
 _BLOCK_ROWS = 65536
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _numbers(text: str, count: int) -> list[float]:
@@ -145,6 +146,8 @@ class _CubeReader:
             values = _numbers(line, 3)
         except ValueError as e:
             raise self.fail(number, f"{e} in {line[:80]!r}") from None
+        if max(abs(v) for v in values) > _FLOAT32_MAX:
+            raise self.fail(number, f"a value beyond float32's range in {line[:80]!r}")
         at = self.rows % _BLOCK_ROWS
         if at == 0:
             self.blocks.append(np.empty((min(_BLOCK_ROWS, expected - self.rows), 3), dtype=np.float32))
@@ -167,8 +170,6 @@ class _CubeReader:
             raise CubeError(f"{self.name}: DOMAIN_MAX must be above DOMAIN_MIN on every channel")
         table = np.concatenate(self.blocks) if len(self.blocks) > 1 else self.blocks[0]
         self.blocks = []
-        if not np.isfinite(table).all():  # a finite number beyond float32's range
-            raise CubeError(f"{self.name}: the table holds a value that is not a finite float32 number")
         table = table.reshape(self.size, self.size, self.size, 3)
         return CubeLUT(table, self.title, tuple(self.domain_min), tuple(self.domain_max), self.comments)
 

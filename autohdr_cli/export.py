@@ -479,6 +479,7 @@ class ExportOptions:
     style: str | None = None
     title: str | None = None
     meta: list[str] = field(default_factory=list)
+    overwrite: bool = False  # replace an existing output file
 
 
 def _refuse_unused_options(fmt: str, options: ExportOptions) -> None:
@@ -506,6 +507,8 @@ def export_model(source: Path, output: Path, options: ExportOptions) -> ExportRe
     _refuse_unused_options(fmt, options)
     if output.resolve() == source.resolve():
         raise ExportError(f"{output}: the output would overwrite the input; choose another file name")
+    if (output.exists() or output.is_symlink()) and not options.overwrite:
+        raise ExportError(f"{output}: already exists; give --overwrite to replace it, or another -o")
     if fmt == "safetensors":
         data = resaved_checkpoint(source, metadata_edits(options.title, options.meta))
         return _write(output, fmt, data)
