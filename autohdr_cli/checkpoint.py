@@ -151,7 +151,7 @@ def _check_entry(key: str, entry) -> TensorEntry:
     if not isinstance(entry, dict):
         raise ValueError(f"tensor {key!r}: its entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ValueError(f"tensor {key!r}: dtype {dtype!r} is not one autohdr reads ({', '.join(DTYPES)})")
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
     if not isinstance(shape, list) or len(shape) > 8 or not all(whole(n) for n in shape):
@@ -250,9 +250,9 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, to
 
 
 @contextmanager
-def _bounded_construction(max_tensors: int, max_values: int, what: str):
-    """While active, any module that registers more than ``max_tensors`` tensors or ``max_values`` values
-    in total stops the construction with ValueError (``what`` names the limit's source)."""
+def _bounded_construction(max_tensors: int, max_values: int):
+    """While active, modules that register more than ``max_tensors`` tensors or ``max_values`` values
+    in total stop the construction with ValueError."""
     from torch.nn.modules import module
 
     seen = {"tensors": 0, "values": 0}
@@ -263,9 +263,9 @@ def _bounded_construction(max_tensors: int, max_values: int, what: str):
         seen["tensors"] += 1
         seen["values"] += tensor.numel()
         if seen["tensors"] > max_tensors:
-            raise ValueError(f"the config builds more tensors than the {what} holds")
+            raise ValueError(f"the config builds more tensors than the file holds ({max_tensors - SPARE_TENSORS})")
         if seen["values"] > max_values:
-            raise ValueError(f"the config builds over {max_values:,} values ({what})")
+            raise ValueError(f"the config builds over {max_values:,} values, more than autohdr loads")
         return None
 
     handles = [module.register_module_parameter_registration_hook(count),
@@ -277,19 +277,16 @@ def _bounded_construction(max_tensors: int, max_values: int, what: str):
             handle.remove()
 
 
-def _floating(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point
-
-
-def expected_tensors(name: str, config: dict, file_tensors: int | None = None) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+def expected_tensors(
+    name: str, config: dict, file_tensors: int | None = None
+) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
     """The state dict (dtype and shape per key) that model ``name`` with ``config`` has, computed on the
     ``meta`` device: no memory is allocated. Raises ValueError/TypeError for a config that is not
     valid, or that builds more than ``file_tensors`` (+ spare) tensors or :data:`MAX_PARAMETERS` values."""
     make_config(name, config)  # types and bounds of every field, before anything is built
     limit = (file_tensors + SPARE_TENSORS) if file_tensors is not None else 10**9
-    source = "file" if file_tensors is not None else "limit"
     try:
-        with _bounded_construction(limit, MAX_PARAMETERS, source), torch.device("meta"):
+        with _bounded_construction(limit, MAX_PARAMETERS), torch.device("meta"):
             model = build(name, config)
     except RuntimeError as e:  # e.g. a size whose element count overflows
         raise ValueError(str(e).strip().splitlines()[0]) from None
@@ -326,7 +323,7 @@ def check_tensors_fit(path: Path, name: str, config: dict, header: Header) -> No
                 f"{_describe_config(config)} needs {list(shape)}"
             )
         stored = DTYPES[entry.dtype][0]
-        if stored != dtype and not (_floating(stored) and _floating(dtype)):
+        if stored != dtype and not (stored.is_floating_point and dtype.is_floating_point):
             raise CheckpointError(f"{path}: tensor {key!r} is {entry.dtype}, but the model needs {dtype}")
 
 

@@ -259,7 +259,7 @@ def train(
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction of pairs held out for validation.")] = 0.2,
     val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N steps.")] = 100,
     checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", min=1, help="Write the checkpoint every N steps.")
+        int, typer.Option("--checkpoint-every", min=1, help="Write the checkpoint every N steps (and every 2 minutes).")
     ] = 250,
     crop: Annotated[int, typer.Option(min=8, help="Training crop size in pixels.")] = 256,
     train_size: Annotated[
