@@ -68,6 +68,19 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+DEVICE_HELP = "Where models run: auto (the GPU if there is one), cpu, cuda or cuda:N."
+
+
+def _device(name: str):
+    """``--device``, checked the same way in every command (:mod:`autohdr_cli.devices`); loads torch."""
+    from .devices import DeviceError, resolve_device
+
+    try:
+        return resolve_device(name)
+    except DeviceError as e:
+        raise _usage_error(str(e)) from None
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"autohdr {__version__}")
@@ -150,7 +163,7 @@ def enhance(
     workers: Annotated[
         int, typer.Option(min=0, help="Decode/encode threads (0 = one per CPU core).")
     ] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, or cuda[:N].")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done, write nothing.")] = False,
     shard: Annotated[
         Optional[str], typer.Option(help="K/N: process only shard K (1..N) of the folder, for job arrays.")
@@ -208,6 +221,12 @@ def enhance(
         raise _usage_error(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if tile_overlap >= tile:
         raise _usage_error(f"--tile-overlap {tile_overlap} must be smaller than --tile {tile}")
+    from .devices import DeviceError, check_device_name
+
+    try:
+        check_device_name(device)  # the name only: a .cube run does not load torch
+    except DeviceError as e:
+        raise _usage_error(str(e)) from None
     try:
         check_suffix(suffix)
     except UsageError as e:
@@ -240,7 +259,7 @@ def enhance(
         from .checkpoint import read_header
 
         try:
-            if given and read_header(model_file).get("autohdr.model") != "ip2p":
+            if given and read_header(model_file).metadata.get("autohdr.model") != "ip2p":
                 raise _usage_error(f"{' '.join(given)}: for ip2p checkpoints only; {model_file} is another model")
             enhancer_model = load_model(model_file, settings=ip2p_settings)
         except (CheckpointError, CubeError) as e:
@@ -335,7 +354,7 @@ def train(
         typer.Option("--split-seed", help="Seed of the validation split alone (default: --seed), to compare "
                      "training seeds on the same held-out pairs."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, or cuda[:N].")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
     ] = None,
@@ -352,7 +371,7 @@ def train(
     ] = None,
     val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N steps.")] = 100,
     checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", min=1, help="Write the checkpoint every N steps.")
+        int, typer.Option("--checkpoint-every", min=1, help="Write the checkpoint every N steps (and every 2 minutes).")
     ] = 250,
     crop: Annotated[int, typer.Option(min=8, help="Training crop size in pixels.")] = 256,
     train_size: Annotated[
@@ -377,6 +396,9 @@ def train(
         typer.Option(help="ip2p only: base model, a diffusers folder or hub id (default timbrooks/instruct-pix2pix)."),
     ] = None,
     prompt: Annotated[Optional[str], typer.Option(help="ip2p only: the instruction the look is learned under.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing -o file and its .state, log and stage-1 files.")
+    ] = False,
 ) -> None:
     """Learn a look from before/after pairs and write it as a checkpoint.
 
@@ -412,6 +434,7 @@ def train(
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,
+        overwrite=overwrite,
     )
     try:
         run_training(options)
@@ -459,7 +482,7 @@ def evaluate(
         typer.Option("--val-list", help="With PAIRS: score exactly the pairs this file names (as train's "
                      "--val-list: the held-out source); implies --split val."),
     ] = None,
-    device: Annotated[str, typer.Option(help="Where models run: cpu, cuda[:N] or mps.")] = "cpu",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Write the summary and one record per photo as JSON.")
     ] = None,
@@ -496,9 +519,15 @@ def evaluate(
         split = "val"
     if len(folders) == 1 and source is not None:
         raise _usage_error("--source goes with PRED_DIR TARGET_DIR (a PAIRS folder holds its own sources)")
-    device_problem = scoring.check_device(device)
-    if device_problem:
-        raise _usage_error(device_problem)
+    device = str(_device(device))
+    models = []
+    if len(folders) == 1:
+        # A look or checkpoint that cannot be loaded is a usage error, as in enhance: nothing is scored.
+        models, load_problems = scoring.load_models(weights or [], lut or [], device)
+        for line in load_problems[:-1]:
+            typer.echo(f"autohdr: error: {line}", err=True)
+        if load_problems:
+            raise _usage_error(load_problems[-1])
     reporter = scoring.ProblemReporter(progress=not quiet and sys.stderr.isatty())
     try:
         with report.report_images(html_dir) as images, reporter:
@@ -508,11 +537,10 @@ def evaluate(
                     images=images, sort_key=sort, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             else:
-                models, load_problems = scoring.load_models(weights or [], lut or [], device)
                 evaluation = scoring.evaluate_models(
                     folders[0], models,
                     split=split, val_fraction=val_split, seed=seed, val_list=val_list, device=device, images=images,
-                    problems=load_problems, sort_key=sort, on_problem=reporter.problem, on_progress=reporter.advance,
+                    sort_key=sort, on_problem=reporter.problem, on_progress=reporter.advance,
                 )
             failures = report.write_reports(
                 evaluation, images, json_path=json_path, csv_path=csv_path, html_dir=html_dir
@@ -549,6 +577,7 @@ def export(
         Optional[list[str]],
         typer.Option("--meta", help="safetensors: set metadata KEY=VALUE (stored as autohdr.KEY; empty removes)."),
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the -o file if it exists.")] = False,
 ) -> None:
     """Export a model: a .cube LUT (global models), ONNX (opset 20), a torch.export .pt2 program, or the
     checkpoint re-saved with new metadata.
@@ -559,7 +588,8 @@ def export(
     from .export import ExportError, ExportFailed, ExportOptions, export_model
 
     options = ExportOptions(
-        format=output_format, size=size, image=image, style=style, title=title, meta=list(meta or [])
+        format=output_format, size=size, image=image, style=style, title=title, meta=list(meta or []),
+        overwrite=overwrite,
     )
     try:
         result = export_model(weights, output, options)

@@ -337,23 +337,6 @@ class NamedModel:
     path: Path
 
 
-def check_device(device: str) -> str | None:
-    """Why ``device`` cannot run models here, in one line; None when it can."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        return f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps)"
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        return f"--device {device}: CUDA is not available on this machine"
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        return f"--device {device}: MPS is not available on this machine"
-    if parsed.type not in ("cpu", "cuda", "mps"):
-        return f"--device {device}: only cpu, cuda and mps are supported"
-    return None
-
-
 def _unique_name(path: Path, taken: set[str]) -> str:
     """The file's stem; its whole path when the stem is taken (two ``best.safetensors``); then numbered."""
     name = path.stem if path.stem not in taken and path.stem != IDENTITY else str(path)

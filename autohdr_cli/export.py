@@ -460,11 +460,10 @@ def resaved_checkpoint(source: Path, edits: dict[str, str]) -> bytes:
     else:
         try:
             checkpoint = load_checkpoint(source)
-            metadata, _ = read_metadata(source)
         except CheckpointError as e:
             raise ExportError(str(e)) from None
         model, training = checkpoint.model, checkpoint.training
-        extra = {k: v for k, v in metadata.items() if k not in CORE_METADATA}
+        extra = {k: v for k, v in checkpoint.metadata.items() if k not in CORE_METADATA}
     extra.update(edits)
     return checkpoint_bytes(model, training, {k: v for k, v in extra.items() if v != ""})
 
@@ -482,6 +481,7 @@ class ExportOptions:
     style: str | None = None
     title: str | None = None
     meta: list[str] = field(default_factory=list)
+    overwrite: bool = False  # replace an existing output file
 
 
 def _refuse_unused_options(fmt: str, options: ExportOptions) -> None:
@@ -509,6 +509,8 @@ def export_model(source: Path, output: Path, options: ExportOptions) -> ExportRe
     _refuse_unused_options(fmt, options)
     if output.resolve() == source.resolve():
         raise ExportError(f"{output}: the output would overwrite the input; choose another file name")
+    if (output.exists() or output.is_symlink()) and not options.overwrite:
+        raise ExportError(f"{output}: already exists; give --overwrite to replace it, or another -o")
     if fmt == "safetensors":
         data = resaved_checkpoint(source, metadata_edits(options.title, options.meta))
         return _write(output, fmt, data)
@@ -531,7 +533,7 @@ def export_model(source: Path, output: Path, options: ExportOptions) -> ExportRe
 def _export_refusal(source: Path) -> str | None:
     """Why the checkpoint's model cannot be one graph (its class's ``export_refusal``), from the header alone."""
     try:
-        name = read_header(source).get("autohdr.model")
+        name = read_header(source).metadata.get("autohdr.model")
     except CheckpointError:
         return None  # loading it will say what is wrong
     return getattr(MODELS.get(name or ""), "export_refusal", None)
@@ -598,7 +600,7 @@ def describe(path: Path) -> ModelInfo:
         except CheckpointError as e:
             raise ExportError(str(e)) from None
         model, config, training, version = checkpoint.model, checkpoint.config, checkpoint.training, checkpoint.version
-        metadata = {k: v for k, v in raw.items() if k not in CORE_METADATA}
+        metadata = {k: v for k, v in checkpoint.metadata.items() if k not in CORE_METADATA}
     return ModelInfo(
         path=path,
         name=name_of(model),

@@ -74,21 +74,13 @@ def enhance_tensor(
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when there is a GPU; ``cuda[:N]`` must exist; raises UsageError otherwise."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device`` for enhancing (see :mod:`autohdr_cli.devices`); raises UsageError if unusable here."""
+    from .devices import DeviceError, resolve_device as resolve
+
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: expected auto, cpu or cuda[:N]") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: no CUDA GPU is available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
-    elif device.type != "cpu":
-        raise UsageError(f"--device {name!r}: expected auto, cpu or cuda[:N]")
-    return device
+        return resolve(name)
+    except DeviceError as e:
+        raise UsageError(str(e)) from None
 
 
 

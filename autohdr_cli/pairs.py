@@ -54,6 +54,9 @@ def photos_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
             if filename.startswith(TEMP_MARKER) or format_of(filename) is None:
                 continue
             path = Path(dirpath) / filename
+            if not path.is_file():  # never opened: reading a FIFO would wait forever
+                problems.append(f"{path}: not a regular file (a FIFO, socket, device or broken link)")
+                continue
             stem = path.relative_to(folder).with_suffix("").as_posix()
             if stem in found:
                 problems.append(f"{path}: same name as {found[stem]} (ambiguous pair)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import re
@@ -29,10 +30,10 @@ import torch
 from torch import nn
 
 from . import metrics
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, file_sha256, load_checkpoint, read_header, save_checkpoint
 from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
-from .models import MODELS, build, resolve_preset
+from .models import MODELS, build, make_config, resolve_preset
 from .models.ip2p import ModelUnavailable
 from .train_data import (
     PairData,
@@ -94,6 +95,7 @@ class TrainOptions:
     stage: int | None = None  # DiffIR: 1 or 2 alone; None runs both in order
     clip_grad: float | None = None  # max gradient norm; None = the model's ``clip_grad_norm`` (0 = off)
     perceptual: float | None = None  # weight of the LPIPS loss term; None = the model config's default
+    overwrite: bool = False  # replace an existing checkpoint, its .state, log and stage-1 files
 
 
     @property
@@ -110,6 +112,41 @@ def state_path(checkpoint: str | os.PathLike) -> Path:
     """The training-state file that sits next to checkpoint ``checkpoint`` (``FILE.state``)."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(checkpoint.name + ".state")
+
+
+#: Besides every ``--checkpoint-every`` steps, the checkpoint is written after this many seconds of
+#: training (a quarter of ``--time-limit`` when that is shorter), so a crash loses minutes, not hours.
+CHECKPOINT_SECONDS = 120.0
+
+
+def checkpoint_interval(time_limit: float | None) -> float:
+    """Wall-clock seconds between checkpoints: :data:`CHECKPOINT_SECONDS`, or a quarter of the time limit."""
+    return CHECKPOINT_SECONDS if time_limit is None else min(CHECKPOINT_SECONDS, time_limit / 4)
+
+
+def run_files(checkpoint: Path, log: Path | None = None) -> list[Path]:
+    """The files a run writing ``checkpoint`` creates: it, its ``.state`` and its CSV log."""
+    return [checkpoint, state_path(checkpoint), log or checkpoint.with_suffix(".csv")]
+
+
+def files_in_the_way(options: TrainOptions) -> list[Path]:
+    """Existing files this run would replace: its checkpoint, ``.state`` and log (and a two-stage
+    DiffIR's stage-1 files), except those of the run it resumes. Empty with ``overwrite``."""
+    if options.overwrite:
+        return []
+    written = run_files(options.output, options.log_path())
+    if options.model.partition("-")[0] == "diffir" and options.stage is None:
+        written += run_files(stage1_path(options.output), stage1_log(options))
+    kept: set[Path] = set()
+    if options.resume is not None:
+        resumed = options.resume.resolve()
+        kept = {resumed, state_path(resumed)}
+        if resumed == options.output.resolve():
+            kept.add(options.log_path().resolve())
+        if options.model.partition("-")[0] == "diffir":
+            # Resuming either stage: stage 1's files are the ones resumed, or stage 1 is not run again.
+            kept.update(p.resolve() for p in run_files(stage1_path(options.output), stage1_log(options)))
+    return [path for path in written if path.resolve() not in kept and (path.exists() or path.is_symlink())]
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -147,13 +184,13 @@ def start_distributed(device: torch.device) -> Distributed:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` is the GPU when there is one (this process's, under torchrun), else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
+    """``--device`` for training (see :mod:`autohdr_cli.devices`); ``cuda`` means this process's GPU."""
+    from .devices import DeviceError, resolve_device
+
+    try:
+        return resolve_device(name, local_rank)
+    except DeviceError as e:
+        raise TrainError(str(e)) from None
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -272,14 +309,19 @@ class _Progress:
 
 
 def _write_state(
-    path: Path, optimizer: torch.optim.Optimizer, step: int, options: TrainOptions, elapsed: float
+    path: Path, optimizer: torch.optim.Optimizer, step: int, options: TrainOptions, elapsed: float, checkpoint_sha256: str
 ) -> None:
-    """Save what --resume needs beyond the weights, atomically, next to the checkpoint."""
+    """Save what --resume needs beyond the weights, atomically, next to the checkpoint.
+
+    Written after the checkpoint, with the checkpoint's SHA-256: a crash between the two writes leaves a
+    new checkpoint beside the old state, which --resume then refuses instead of mixing them.
+    """
     import io
 
     recipe = {name: getattr(options, name) for name in RECIPE_FIELDS}
     buffer = io.BytesIO()
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "recipe": recipe, "seconds": elapsed}, buffer)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "recipe": recipe, "seconds": elapsed,
+                "checkpoint_sha256": checkpoint_sha256}, buffer)
     atomic_write_bytes(state_path(path), buffer.getvalue())
 
 
@@ -289,9 +331,22 @@ def _read_state(path: Path) -> dict:
     if not file.is_file():
         raise TrainError(f"{path}: no training state ({file.name}) next to it, so it cannot be resumed exactly")
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means the state is unusable
-        raise TrainError(f"{file}: damaged training state ({e})") from None
+        raise TrainError(f"{file}: damaged training state ({str(e).strip().splitlines()[0] if str(e).strip() else e!r})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict) \
+            or not isinstance(state.get("recipe"), dict):
+        raise TrainError(f"{file}: damaged training state (not one autohdr wrote)")
+    return state
+
+
+def _checkpoint_step(path: Path) -> str:
+    """The step a checkpoint's metadata says it was saved at, as text (``?`` when it does not say)."""
+    try:
+        steps = json.loads(read_header(path).metadata.get("autohdr.training") or "{}").get("steps", "?")
+    except (CheckpointError, ValueError, AttributeError):
+        return "?"
+    return str(steps)
 
 
 def _format_metric(value: float) -> str:
@@ -336,6 +391,10 @@ def train(
     config = _with_perceptual(model_name, config, options.perceptual)
     lr = options.lr if options.lr is not None else getattr(MODELS.get(model_name), "default_lr", DEFAULT_LR)
     options = dataclasses.replace(options, model=model_name, config=config, lr=lr)
+    in_the_way = files_in_the_way(options)
+    if in_the_way:
+        raise TrainError(f"{in_the_way[0]}: already exists; give --overwrite to replace it (and the run's other "
+                         f"files), --resume {options.output} to continue it, or another -o")
     device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
     place = start_distributed(device)
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -385,6 +444,10 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
     if options.config.get("perceptual_weight") and options.crop < LPIPS_MIN_SIDE:
         raise TrainError(f"--perceptual needs --crop {LPIPS_MIN_SIDE} or more (LPIPS's smallest input)")
+    try:  # types and bounds of --config, before any pair is read
+        make_config(options.model, options.config)
+    except (TypeError, ValueError) as e:
+        raise TrainError(f"bad config for model {options.model!r}: {e}") from None
     # A model that needs more than torch (ip2p: an extra, a base model) says so before any decoding.
     prepare = getattr(MODELS[options.model], "before_training", None)
     if prepare is not None and options.resume is None:
@@ -392,6 +455,14 @@ def _check_options(options: TrainOptions) -> None:
             prepare(options.config)
         except ModelUnavailable as e:
             raise TrainError(str(e)) from None
+
+
+def _load_model(path: Path) -> nn.Module:
+    """A checkpoint's model, for training on; its problems are TrainErrors."""
+    try:
+        return load_checkpoint(path).model
+    except CheckpointError as e:
+        raise TrainError(str(e)) from None
 
 
 def _load_init(path: Path):
@@ -443,10 +514,7 @@ def _build_model(
             model.config = dataclasses.replace(model.config, perceptual_weight=options.config["perceptual_weight"])
         return model
     if options.resume is not None:
-        try:
-            return load_checkpoint(options.resume).model
-        except CheckpointError as e:
-            raise TrainError(str(e)) from None
+        return _load_model(options.resume)
     config = dict(options.config)
     fields = {f.name for f in dataclasses.fields(MODELS[options.model].config_class)}
     # A model that holds several looks gets one per pairs folder, named after the folder.
@@ -516,7 +584,20 @@ class CSVLog:
 
 
 def _check_resume(state: dict, options: TrainOptions) -> None:
-    """Refuse to resume with settings that would make the run differ from the interrupted one."""
+    """Refuse to resume a checkpoint that is not the one its state was saved with, or with settings
+    that would make the run differ from the interrupted one."""
+    recorded = state.get("checkpoint_sha256")
+    if recorded is not None:
+        try:
+            actual = file_sha256(options.resume)
+        except CheckpointError as e:
+            raise TrainError(str(e)) from None
+        if actual != recorded:
+            raise TrainError(
+                f"{options.resume} holds step {_checkpoint_step(options.resume)} but {state_path(options.resume).name} "
+                f"holds step {state['step']}: they were not saved together (a crash between the two writes, or a "
+                "replaced file), so the run cannot continue exactly; start it again with --overwrite"
+            )
     for name in RECIPE_FIELDS:
         stored = state["recipe"].get(name)
         if stored is not None and stored != getattr(options, name):
@@ -544,8 +625,10 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
 
 def _train(options, data, validation, description, device, place, say, start_from: Path | None = None) -> TrainResult:
     _check_options(options)
-    state = _read_state(options.resume) if options.resume is not None else None
-    if state is not None:
+    state = None
+    if options.resume is not None:
+        _load_model(options.resume)  # a damaged checkpoint is refused before its state is even read
+        state = _read_state(options.resume)
         _check_resume(state, options)
     look_names: list[str] = []
     if data is None:
@@ -563,7 +646,10 @@ def _train(options, data, validation, description, device, place, say, start_fro
     clip = options.clip_grad if options.clip_grad is not None else float(getattr(model, "clip_grad_norm", 0.0))
     start = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise TrainError(f"{state_path(options.resume)}: does not fit the checkpoint's model ({e})") from None
         start = int(state["step"])
     loss_module: nn.Module = _LossModule(model)
     if place.world_size > 1:
@@ -590,14 +676,17 @@ def _train(options, data, validation, description, device, place, say, start_fro
             record["init"] = Path(options.init).name
         if final:
             record["validation"] = final
-        save_checkpoint(options.output, model, training=record)
-        _write_state(options.output, optimizer, step, options, elapsed)
+        # Log, checkpoint, then state: after a crash anywhere here, --resume finds a consistent pair or
+        # refuses (the log's rows past the checkpoint's step are dropped on resume).
         log.flush()
+        digest = save_checkpoint(options.output, model, training=record)
+        _write_state(options.output, optimizer, step, options, elapsed, digest)
 
     progress = _Progress(options.progress and place.main, options.steps, start)
     began = time.monotonic()
     elapsed_before = float(state.get("seconds", 0.0)) if state else 0.0
     step, stopped_by, latest_psnr = start, "steps", None
+    interval, last_saved = checkpoint_interval(options.time_limit), time.monotonic()
     try:
         while step < options.steps:
             if options.time_limit is not None and _agree_to_stop(time.monotonic() - began >= options.time_limit, place):
@@ -624,8 +713,9 @@ def _train(options, data, validation, description, device, place, say, start_fro
                 row.update({f"val_{k}": v for k, v in scores.items()})
             log.add(row)
             progress.update(step, row["loss"], latest_psnr)
-            if step % options.checkpoint_every == 0 and step < options.steps:
+            if step < options.steps and (step % options.checkpoint_every == 0 or time.monotonic() - last_saved >= interval):
                 save(step, elapsed_before + time.monotonic() - began)
+                last_saved = time.monotonic()
     except KeyboardInterrupt:
         stopped_by = "interrupted"
     finally:
@@ -705,6 +795,11 @@ def stage1_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.stage1{output.suffix or '.safetensors'}")
 
 
+def stage1_log(options: TrainOptions) -> Path | None:
+    """The stage-1 log of a two-stage DiffIR run with ``--log``: ``LOG.stage1.csv`` (None: beside the checkpoint)."""
+    return options.log.with_name(f"{options.log.stem}.stage1{options.log.suffix}") if options.log else None
+
+
 def _checkpoint_stage(path: Path) -> int:
     try:
         checkpoint = load_checkpoint(path)
@@ -749,7 +844,7 @@ def _train_diffir(options, data, validation, description, device, place, say) ->
         return _train(dataclasses.replace(options, steps=second_steps, time_limit=half), data, validation,
                       description, device, place, say)
     first = stage1_path(options.output)
-    first_log = options.log.with_name(f"{options.log.stem}.stage1{options.log.suffix}") if options.log else None
+    first_log = stage1_log(options)
     say(f"stage 1 of DiffIR ({first_steps} steps, prior read from the targets) -> {first}")
     result = _train(
         dataclasses.replace(options, output=first, steps=first_steps, time_limit=half, config=stage1_config,

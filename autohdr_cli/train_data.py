@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from .imageio import load_image
+from .imageio import PhotoError, load_image
 from .pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems, split_pairs
 
 class TrainError(Exception):
@@ -165,12 +165,23 @@ class NativeCrops:
 
 
 def load_pairs(pairs: Sequence[Pair], long_side: int, look: int = 0) -> PairData:
-    """Decode pairs once, downscaled to ``long_side`` (training never decodes again)."""
+    """Decode pairs once, downscaled to ``long_side`` (training never decodes again).
+
+    A photo that cannot be decoded (its header was fine when the pairs were listed) is a TrainError
+    naming it: training on a pairs folder with a damaged photo would silently learn from fewer pairs.
+    """
     sources, targets = [], []
     for pair in pairs:
-        sources.append(resize_long_side(torch.from_numpy(load_image(pair.source)), long_side))
-        targets.append(resize_long_side(torch.from_numpy(load_image(pair.target)), long_side))
+        sources.append(resize_long_side(torch.from_numpy(_decoded(pair.source)), long_side))
+        targets.append(resize_long_side(torch.from_numpy(_decoded(pair.target)), long_side))
     return PairData(sources, targets, [look] * len(pairs), [pair.stem for pair in pairs])
+
+
+def _decoded(path: Path):
+    try:
+        return load_image(path)
+    except PhotoError as e:
+        raise TrainError(f"{path}: {e}") from None
 
 
 def merge_pairs(parts: Sequence[PairData]) -> PairData:

@@ -209,21 +209,29 @@ def test_validation_split_is_the_one_training_uses(tmp_path, run, look):
     assert sorted(p["stem"] for p in _json(tmp_path / "r.json")["photos"]) == sorted(p.stem for p in expected)
 
 
-def test_a_bad_weights_file_is_reported_and_the_other_models_still_run(tmp_path, run, look):
+def test_a_bad_model_file_is_a_usage_error_and_nothing_is_scored(tmp_path, run, look):
     (tmp_path / "pairs").mkdir()
     _pairs_with_look(tmp_path / "pairs", look, 1)
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint at all")
+    (tmp_path / "bad.cube").write_text("LUT_3D_SIZE 2\nDOMAIN_MIN nan 0 0\n" + "0 0 0\n" * 8)
+    for bad in ("--weights", tmp_path / "bad.safetensors"), ("--lut", tmp_path / "bad.cube"):
+        result = run("evaluate", tmp_path / "pairs", *bad, "--lut", look, "--csv", tmp_path / "r.csv")
+        assert result.exit_code == 2
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert result.stderr.startswith(f"autohdr: error: {bad[1]}: ")
+        assert not (tmp_path / "r.csv").exists()
+
+
+def test_an_unmatched_photo_is_reported_and_the_models_still_run(tmp_path, run, look):
+    (tmp_path / "pairs").mkdir()
+    _pairs_with_look(tmp_path / "pairs", look, 1)
     sources = tmp_path / "pairs" / "source"
     (sources / "lonely.png").write_bytes((sources / "p0.png").read_bytes())
-    result = run(
-        "evaluate", tmp_path / "pairs", "--weights", tmp_path / "bad.safetensors", "--lut", look,
-        "--csv", tmp_path / "r.csv",
-    )
+    result = run("evaluate", tmp_path / "pairs", "--lut", look, "--csv", tmp_path / "r.csv")
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 2, lines
-    assert lines[0].startswith(f"{tmp_path / 'bad.safetensors'}: ")
-    assert lines[1].startswith(f"{tmp_path / 'pairs' / 'source' / 'lonely.png'}: no matching file")
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{tmp_path / 'pairs' / 'source' / 'lonely.png'}: no matching file")
     with open(tmp_path / "r.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1

@@ -6,6 +6,7 @@ Every model class takes one config dataclass (``config_class``) and keeps it as 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
 from torch import nn
@@ -50,16 +51,52 @@ def resolve_preset(name: str, config: dict | None = None) -> tuple[str, dict]:
     return model, {**dataclasses.asdict(PRESETS[model][preset_name]), **config}
 
 
-def _coerce(value, annotation):
-    """Turn JSON values back into the dataclass field's type (lists into tuples)."""
-    origin = typing.get_origin(annotation)
-    if isinstance(value, list) and (origin is tuple or annotation is tuple or "tuple" in str(annotation)):
-        return tuple(value)
+#: The largest whole number any config field may hold. Sizes that only cost parameters are bounded by
+#: the checkpoint loader's parameter count; sizes that cost memory or time at run time (thumbnails,
+#: grids, diffusion steps) have tighter bounds in their config class's ``LIMITS``.
+MAX_WHOLE = 1 << 20
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _checked(key: str, value, annotation, limits: dict[str, tuple[float, float]]):
+    """``value`` as config field ``key`` of type ``annotation`` (JSON lists become tuples); ValueError
+    naming the field when the type is wrong, a number is not finite or lies outside its bounds."""
+    low, high = limits.get(key, (0, MAX_WHOLE))
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) > 4096:
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise ValueError(f"{key} needs {len(items)} entries, got {len(value)}")
+        return tuple(_checked(key, item, kind, limits) for item, kind in zip(value, items))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return value
+    if annotation is int and not _whole(value):
+        raise ValueError(f"{key} must be a whole number, got {value!r}")
+    if annotation is float and not _number(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    if annotation in (int, float) and not low <= value <= high:
+        raise ValueError(f"{key} {value} is outside {low:g}..{high:g}")
     return value
 
 
 def make_config(name: str, values: dict | None = None):
-    """Build model ``name``'s config dataclass from a dict, refusing unknown keys."""
+    """Build model ``name``'s config dataclass from a dict, refusing unknown keys, values of the wrong
+    type, non-finite numbers and numbers outside their bounds (negative whole numbers included)."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
     config_class = MODELS[name].config_class
@@ -69,7 +106,8 @@ def make_config(name: str, values: dict | None = None):
     if unknown:
         raise ValueError(f"unknown config key(s) for model {name!r}: {', '.join(unknown)}")
     hints = typing.get_type_hints(config_class)
-    return config_class(**{k: _coerce(v, hints.get(k)) for k, v in values.items()})
+    limits = getattr(config_class, "LIMITS", {})
+    return config_class(**{k: _checked(k, v, hints[k], limits) for k, v in values.items()})
 
 
 def build(name: str, config: dict | None = None) -> nn.Module:

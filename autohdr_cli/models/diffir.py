@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,12 @@ class DiffIRConfig:
     delta_e_weight: float = 0.01
     perceptual_weight: float = 0.0
     prior_weight: float = 1.0
+
+    #: Run-time sizes: the prior's copy of every photo and the diffusion steps; the rest cost parameters.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "prior_size": (16, 1024), "timesteps": (0, 1000), "beta_start": (0, 1), "beta_end": (0, 1),
+        "ffn_expand": (0.25, 16),
+    }
 
     def __post_init__(self):
         self.enc_blocks = tuple(int(n) for n in self.enc_blocks)

@@ -7,6 +7,7 @@ moved channel-first), with a leading batch dimension where there is one LUT per 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -114,6 +115,11 @@ class StaticLUTConfig:
     domain_min: tuple[float, float, float] = (0.0, 0.0, 0.0)
     domain_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
+    #: Bounds checked when a config is read (``models.make_config``); see ``MAX_WHOLE`` for the rest.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "size": (2, 256), "domain_min": (-1e6, 1e6), "domain_max": (-1e6, 1e6),
+    }
+
 
 class StaticLUT(nn.Module):
     """One look for every photo: a single 3D LUT applied by trilinear lookup."""
@@ -190,6 +196,12 @@ class AdaptiveLUTConfig:
     smoothness_weight: float = 1e-4
     monotonicity_weight: float = 10.0
     photo_thumbnail: bool = True
+
+    #: Run-time sizes (a thumbnail and its histograms are made for every photo) and the LUT grid.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "lut_size": (2, 256), "num_basis": (1, 4096), "thumbnail_size": (1, 1024), "histogram_bins": (0, 256),
+        "curve_points": (2, 1024), "dropout": (0, 1),
+    }
 
 
 def soft_histogram(images: torch.Tensor, bins: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,9 @@ class NAFNetConfig:
     delta_e_weight: float = 0.01
     perceptual_weight: float = 0.0
     whole_context: int = 0
+
+    #: ``whole_context`` is a copy of every photo the network runs on; the rest cost parameters only.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"whole_context": (0, 1024), "dropout": (0, 1)}
 
     def __post_init__(self):
         self.enc_blocks = tuple(int(n) for n in self.enc_blocks)

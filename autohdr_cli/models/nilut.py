@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -31,6 +32,9 @@ class NILUTConfig:
     grid_size: int = 33
     smoothness_weight: float = 1e-4
     monotonicity_weight: float = 10.0
+
+    #: ``grid_size`` is baked through the MLP at every use (grid³ x width activations): 65 is 0.3 M colours.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"grid_size": (2, 65), "num_styles": (1, 4096)}
 
 
 def normalized_style(weights: Sequence[float], num_styles: int) -> torch.Tensor:
