@@ -15,6 +15,7 @@ from .diffir import DiffIR
 from .lut import AdaptiveLUT, StaticLUT
 from .nafnet import NAFNet
 from .nilut import NILUT
+from .oneshot import OneShotLook
 
 MODELS: dict[str, type[nn.Module]] = {
     "cube": StaticLUT,
@@ -22,6 +23,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "nilut": NILUT,
     "nafnet": NAFNet,
     "diffir": DiffIR,
+    "oneshot": OneShotLook,
 }
 
 
