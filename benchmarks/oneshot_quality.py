@@ -18,7 +18,7 @@ and the worst pixel: each photo's largest ΔE2000, as median and maximum over ce
 have a worst pixel more than 10 ΔE above identity's on that photo (a colour the example did not show
 blowing up). Usage, from the repository root:
 
-    python benchmarks/oneshot_quality.py --pairs $AUTOHDR_DATA/pairs --sources $AUTOHDR_DATA/photos.tsv
+    python benchmarks/oneshot_quality.py --pairs $AUTOHDR_DATA/pairs --sources PATH/photos.tsv --size 512
 
 (``--pairs`` defaults to ``$AUTOHDR_DATA/pairs``; without ``--sources`` the by-source table is skipped.)
 """
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=0, help="long side the photos are measured at (0: as stored)")
     parser.add_argument("--config", default="{}", help="OneShotConfig fields as JSON, to compare settings")
     parser.add_argument("--skip-lut", action="store_true", help="leave out the one-pair LUT baseline (slow)")
+    parser.add_argument("--iterations", type=int, default=500, help="conjugate-gradient iterations of the LUT fits")
     parser.add_argument("--json", type=Path, help="write every score here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     held_stems = [p.stem for p in held]
     identity = {stem: score(*images[stem]) for stem in images}
     static = fit_lut(torch.cat([pixels_of(images[p.stem][0], 3) for p in train]),
-                     torch.cat([pixels_of(images[p.stem][1], 3) for p in train]))
+                     torch.cat([pixels_of(images[p.stem][1], 3) for p in train]), iterations=args.iterations)
     static_scores = [score(apply_lut(images[s][0][None], static)[0], images[s][1]) for s in held_stems]
 
     def reference(rows: list[dict]) -> dict:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         fit_seconds.append(time.perf_counter() - started)
         appliers = {"oneshot": lambda image, look=look: enhance_tensor(look, image)}
         if not args.skip_lut:
-            plain = fit_lut(pixels_of(before, 2), pixels_of(after, 2))
+            plain = fit_lut(pixels_of(before, 2), pixels_of(after, 2), iterations=args.iterations)
             appliers["one-pair 33³ LUT"] = lambda image, plain=plain: apply_lut(image[None], plain)[0]
         others = [s for s in images if s != pair.stem and source and source.get(s) != source.get(pair.stem)]
         for method, apply in appliers.items():

@@ -60,7 +60,7 @@ class OneShotConfig:
     curve_min: float = -12.0
     curve_max: float = 2.0
     curve_step: float = 1.0
-    exposure_follow: float = 0.5
+    exposure_follow: float = 0.3
     cast_follow: float = 0.0
     contrast_follow: float = 0.0
     saturation_follow: float = 0.0
