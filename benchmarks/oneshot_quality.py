@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 cross_cells[method][pair.stem] = [outputs[s] for s in others]
         shown = ", ".join(f"{m} {np.mean([c['psnr'] for c in held_cells[m][pair.stem]]):.2f}" for m in methods)
         print(f"{pair.stem}: {shown} dB on the held-out pairs", file=sys.stderr, flush=True)
-    extra = {"identity": reference([identity[s] for s in held_stems]),
-             "static 33³ LUT (all training pairs)": reference(static_scores)}
+    extra = {"identity (mean)": reference([identity[s] for s in held_stems]),
+             "static 33³ LUT (all training pairs; mean)": reference(static_scores)}
     print(summarise(f"Each of {len(train)} training pairs alone -> the {len(held)} held-out pairs", held_cells,
                     identity, extra))
     if any(cross_cells.values()):
