@@ -118,8 +118,11 @@ def photo_statistics(thumbnails: torch.Tensor) -> torch.Tensor:
     pixels = thumbnails.flatten(2).clamp(0.0, 1.0)
     linear = srgb_to_linear(pixels)
     logs = torch.log2(luminance(linear)[:, 0] + EPS)
-    quantiles = torch.quantile(logs, torch.tensor([0.05, 0.5, 0.95], dtype=logs.dtype, device=logs.device), dim=1)
-    key, spread = quantiles[1], (quantiles[2] - quantiles[0]).clamp(min=0.25)
+    # Percentiles by sorting (torch.quantile has no ONNX export).
+    ordered = logs.sort(dim=1).values
+    last = ordered.shape[1] - 1
+    low, middle, high = (ordered[:, int(round(q * last))] for q in (0.05, 0.5, 0.95))
+    key, spread = middle, (high - low).clamp(min=0.25)
     means = torch.log(linear.mean(dim=2) + 1e-4)
     cast = means - means.mean(dim=1, keepdim=True)
     balanced = linear * torch.exp(-cast).unsqueeze(-1)
@@ -127,11 +130,12 @@ def photo_statistics(thumbnails: torch.Tensor) -> torch.Tensor:
     return torch.cat([key[:, None], spread[:, None], cast, torch.log(chroma + 1e-3)[:, None]], dim=1)
 
 
-def _interpolate(knots: torch.Tensor, values: torch.Tensor, start: float, step: float) -> torch.Tensor:
-    """Piecewise-linear function with ``knots`` (``K``) at ``start + i*step``, evaluated at ``values``;
-    constant beyond the ends."""
-    position = ((values - start) / step).clamp(0.0, knots.shape[0] - 1)
-    low = position.detach().floor().clamp(max=knots.shape[0] - 2).long()
+def _interpolate(knots: torch.Tensor, values: torch.Tensor, start: float, step: float, count: int) -> torch.Tensor:
+    """Piecewise-linear function with ``count`` ``knots`` at ``start + i*step``, evaluated at ``values``;
+    constant beyond the ends. (``count`` is a plain int: a traced ``knots.shape`` is a tensor, which
+    the ONNX exporter cannot take as a clamp bound.)"""
+    position = ((values - start) / step).clamp(0.0, float(count - 1))
+    low = position.detach().floor().clamp(max=float(count - 2)).long()
     fraction = position - low.to(position.dtype)
     return knots[low] + (knots[low + 1] - knots[low]) * fraction
 
@@ -168,7 +172,7 @@ class OneShotLook(nn.Module):
         if config.curve_max <= config.curve_min:
             raise ValueError("curve_max must be above curve_min")
         self.thumbnail_size = config.thumbnail_size
-        knots = int(round((config.curve_max - config.curve_min) / config.curve_step)) + 1
+        knots = self.knot_count = int(round((config.curve_max - config.curve_min) / config.curve_step)) + 1
         #: The example's statistics (the "before" photo's), the reference of every relative part.
         self.reference = nn.Parameter(torch.zeros(len(STATISTICS)), requires_grad=False)
         #: How far each relative part (exposure, cast, contrast, chroma) is on, 0..1: as far as the
@@ -216,7 +220,7 @@ class OneShotLook(nn.Module):
 
         def curved(logs: torch.Tensor) -> torch.Tensor:
             moved = normalised(logs)
-            return moved + _interpolate(self.curve, moved, config.curve_min, config.curve_step)
+            return moved + _interpolate(self.curve, moved, config.curve_min, config.curve_step, self.knot_count)
 
         brightness = luminance(linear) + EPS
         logs = torch.log2(brightness)
