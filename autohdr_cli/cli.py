@@ -329,13 +329,14 @@ def train(
     pairs: Annotated[
         list[Path],
         typer.Argument(
-            help="Pairs folder(s) with source/target (or input/output, ...) sub-folders; one look each.",
+            help="Pairs folder(s) with source/target (or input/output, ...) sub-folders; one look each. "
+            "Or BEFORE AFTER: one pair as two photo files (a one-shot look, --model oneshot).",
             metavar="PAIRS",
             show_default=False,
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut, nilut, nafnet or diffir; nafnet-base, diffir-small... for a preset.")] = "lut",
+    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut, nilut, nafnet, diffir or oneshot (one example pair); nafnet-base, diffir-small... for a preset.")] = "lut",
     config: Annotated[
         Optional[str], typer.Option(help='Model settings as JSON, e.g. \'{"lut_size": 17, "num_basis": 5}\'.')
     ] = None,
@@ -410,6 +411,7 @@ def train(
     import json
     import sys
 
+    from .oneshot_fit import is_file_pair, train_oneshot
     from .train import TrainError, TrainOptions, parse_duration, train as run_training
 
     try:
@@ -436,14 +438,34 @@ def train(
         perceptual=perceptual,
         overwrite=overwrite,
     )
+    oneshot = _oneshot_options(options) if model == "oneshot" or is_file_pair(pairs) else None
     try:
-        run_training(options)
+        if oneshot is not None:
+            train_oneshot(oneshot)
+        else:
+            run_training(options)
     except TrainError as e:
         raise _usage_error(str(e)) from None
     except (OSError, RuntimeError) as e:
         typer.echo(f"autohdr: training failed: {e}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
     raise typer.Exit(EXIT_OK)
+
+def _oneshot_options(options):
+    """Check that ``train``'s arguments suit a one-shot look (two photo files imply ``--model oneshot``)."""
+    import dataclasses
+
+    from .oneshot_fit import is_file_pair
+
+    files = [p for p in options.pairs if p.is_file()]
+    if options.model not in ("lut", "oneshot") and is_file_pair(options.pairs):
+        raise _usage_error(f"--model {options.model}: two photo files (BEFORE AFTER) train a one-shot look; "
+                           "give a pairs folder to train another model")
+    if files and not is_file_pair(options.pairs):
+        raise _usage_error(f"{files[0]}: give a one-shot look's pair as exactly two photo files, BEFORE AFTER, "
+                           "or give pairs folders")
+    return dataclasses.replace(options, model="oneshot")
+
 
 # ---- evaluate ------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .imageio import PhotoError, load_image
+from .models.lut import resize_long_side  # noqa: F401 - re-exported: scripts and tests use it from here
 from .pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems, split_pairs
 
 class TrainError(Exception):
@@ -24,16 +25,6 @@ class TrainError(Exception):
 
 
 # --------------------------------------------------------------------------------------------- pairs
-
-
-def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """Downscale a ``3 x H x W`` image so its long side is at most ``long_side`` (antialiased)."""
-    height, width = image.shape[-2:]
-    scale = long_side / max(height, width)
-    if scale >= 1:
-        return image
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 @functools.lru_cache(maxsize=None)

@@ -40,7 +40,7 @@ from PIL import Image
 from autohdr_cli import metrics
 from autohdr_cli.checkpoint import load_checkpoint
 from autohdr_cli.imageio import load_image
-from autohdr_cli.models.lut import apply_lut, identity_lut
+from autohdr_cli.models.lut import apply_lut, identity_lut, trilinear_corners
 from autohdr_cli.pairs import find_pairs, split_pairs
 from autohdr_cli.inference import enhance_tensor
 from autohdr_cli.train_data import DegradationRanges, degrade, random_degradations, resize_long_side
@@ -54,24 +54,8 @@ _OFFSETS = [(db, dg, dr) for db in (-1, 0, 1) for dg in (-1, 0, 1) for dr in (-1
 # ------------------------------------------------------------------------------------ least-squares LUT
 
 
-def _corners(pixels: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]]:
-    """For ``N x 3`` (r, g, b) pixels: the 8 trilinear corners as (flat node index, weight, (b, g, r) step)."""
-    position = pixels.clamp(0, 1) * (size - 1)
-    low = position.floor().clamp(max=size - 2)
-    fraction = position - low
-    low = low.long()
-    corners = []
-    for db in (0, 1):
-        for dg in (0, 1):
-            for dr in (0, 1):
-                weight = (
-                    (fraction[:, 0] if dr else 1 - fraction[:, 0])
-                    * (fraction[:, 1] if dg else 1 - fraction[:, 1])
-                    * (fraction[:, 2] if db else 1 - fraction[:, 2])
-                )
-                node = ((low[:, 2] + db) * size + (low[:, 1] + dg)) * size + (low[:, 0] + dr)
-                corners.append((node, weight, (db, dg, dr)))
-    return corners
+#: For ``N x 3`` pixels: the 8 trilinear corners as (flat node index, weight, (b, g, r) step).
+_corners = trilinear_corners
 
 
 def _stencil_apply(stencil: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,9 @@ from PIL import Image, ImageFilter
 
 from autohdr_cli.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from autohdr_cli.cube import read_cube
-from autohdr_cli.export import CHECK_SHAPE, TRACE_SHAPE, ExportFailed, check_close, onnx_bytes, pt2_bytes, trace_program
+from autohdr_cli.export import (
+    CHECK_SHAPE, TRACE_SHAPE, ExportFailed, check_close, needs_image, onnx_bytes, pt2_bytes, trace_program,
+)
 from autohdr_cli.imageio import load_image, quantize
 from autohdr_cli.models import MODELS, build
 from autohdr_cli.models.lut import identity_lut, table_to_lut
@@ -95,7 +97,7 @@ def cubes(workdir) -> dict[str, Path]:
     for name in GLOBAL_BACKENDS:
         target = workdir / f"{name}.cube"
         args = ["export", str(workdir / f"{name}.safetensors"), "-o", str(target)]
-        if name == "lut":
+        if needs_image(build(name, TINY_CONFIGS.get(name))):
             args += ["--image", str(workdir / "photo.png")]
         result = CliRunner().invoke(app, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output

@@ -17,6 +17,7 @@ from .ip2p import InstructPix2Pix
 from .lut import AdaptiveLUT, StaticLUT
 from .nafnet import NAFNet
 from .nilut import NILUT
+from .oneshot import OneShotLook
 
 MODELS: dict[str, type[nn.Module]] = {
     "cube": StaticLUT,
@@ -25,6 +26,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "nafnet": NAFNet,
     "diffir": DiffIR,
     "ip2p": InstructPix2Pix,
+    "oneshot": OneShotLook,
 }
 
 

@@ -87,6 +87,37 @@ def lookup_batched(images: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
     return looked_up.squeeze(2)
 
 
+def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Downscale a ``3 x H x W`` image so its long side is at most ``long_side`` (antialiased)."""
+    height, width = image.shape[-2:]
+    scale = long_side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def trilinear_corners(pixels: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]]:
+    """For ``N x 3`` (r, g, b) pixels in [0, 1]: the 8 corners of each one's cell in a ``size``-point
+    LUT, as (flat node index into ``[b, g, r]``, trilinear weight, (b, g, r) step)."""
+    position = pixels.clamp(0, 1) * (size - 1)
+    low = position.floor().clamp(max=size - 2)
+    fraction = position - low
+    low = low.long()
+    corners = []
+    for db in (0, 1):
+        for dg in (0, 1):
+            for dr in (0, 1):
+                weight = (
+                    (fraction[:, 0] if dr else 1 - fraction[:, 0])
+                    * (fraction[:, 1] if dg else 1 - fraction[:, 1])
+                    * (fraction[:, 2] if db else 1 - fraction[:, 2])
+                )
+                node = ((low[:, 2] + db) * size + (low[:, 1] + dg)) * size + (low[:, 0] + dr)
+                corners.append((node, weight, (db, dg, dr)))
+    return corners
+
+
 def make_thumbnail(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize ``B x 3 x H x W`` images to ``size x size`` (aspect ignored) for a LUT predictor.
 
