@@ -24,6 +24,7 @@ returns one 3D LUT per photo (``predict_lut``), so the fast 8-bit table path, ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,13 @@ class OneShotConfig:
     fit_steps: int = 150
     fit_pixels: int = 8192
     curve_smoothness: float = 0.1
+
+    #: Bounds checked when a checkpoint or ``--config`` is read (see ``models.make_config``): the
+    #: curve's knots lie in stops of log2 luminance, below and above the photo's key.
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "thumbnail_size": (8, 1024), "curve_min": (-24, 0), "curve_max": (0, 8), "curve_step": (0.05, 4),
+        "residual_size": (2, 65), "fit_size": (16, 4096), "fit_steps": (0, 100_000), "fit_pixels": (1, 1 << 20),
+    }
 
 
 # ------------------------------------------------------------------------------------- colour helpers
