@@ -78,7 +78,7 @@ DEFAULT_TRAIN_SIZE = {"lut": 1536}
 FALLBACK_TRAIN_SIZE = 512
 
 #: Weight-EMA decay per model when ``--ema`` is not given (0 = off); measured on short runs (DESIGN.md).
-DEFAULT_EMA = {"lut": 0.999, "nafnet": 0.999}
+DEFAULT_EMA: dict[str, float] = {}
 
 
 @dataclass
