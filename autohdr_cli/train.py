@@ -30,9 +30,9 @@ from torch import nn
 
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .ema import WeightAverage
 from .imageio import atomic_write_bytes
 from .models import MODELS, build, resolve_preset
-from .ema import WeightAverage
 from .train_data import (
     IN_MEMORY_BYTES,
     PairData,

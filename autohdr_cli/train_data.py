@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .imageio import PhotoError, atomic_write_bytes, load_image
 from .pairs import Pair, PairsError, find_pairs, split_pairs
 
+
 class TrainError(Exception):
     """Training cannot start or go on: bad data, options that do not fit, or an unreadable resume file."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from autohdr_cli.checkpoint import load_checkpoint
 from autohdr_cli.pairs import find_pairs
 from autohdr_cli.train import learning_rate, state_path, train
 from autohdr_cli.train_data import (
-    DiskPairs,
     DecodedCache,
+    DiskPairs,
     NativeCrops,
     StepBatches,
     load_pairs,
@@ -145,8 +146,7 @@ def test_streamed_pairs_draw_the_same_crops_as_pairs_in_memory(tmp_path):
 
 def test_cli_streams_pairs_through_a_cache_and_trains_in_bf16_on_the_cpu(pairs, tmp_path):
     output, cache = tmp_path / "look.safetensors", tmp_path / "cache"
-    args = ["--config", '{"lut_size": 5, "num_basis": 2, "thumbnail_size": 16, "widths": [4, 8], "hidden": 8, '
-            '"histogram_bins": 4}', "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet"]
+    args = ["--config", json.dumps(TINY), "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet"]
     result = run_cli("train", str(pairs), "-o", str(output), "--steps", "3", "--stream", "--cache", str(cache),
                      "--workers", "1", "--precision", "bf16", *args)
     assert result.exit_code == 0, result.output
@@ -182,7 +182,7 @@ def test_memory_of_streamed_pairs_stays_flat_as_the_pairs_grow(tmp_path):
     def peak_mb(count: int, mode: str) -> int:
         limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))\n"
         done = subprocess.run([sys.executable, "-c", limit + MEMORY_PROBE, str(folder), str(count), mode],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr
         return int(done.stdout.split()[-1])
 
