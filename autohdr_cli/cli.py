@@ -340,9 +340,14 @@ def train(
     config: Annotated[
         Optional[str], typer.Option(help='Model settings as JSON, e.g. \'{"lut_size": 17, "num_basis": 5}\'.')
     ] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (the learning-rate schedule spans them).")] = 2000,
+    steps: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Optimizer steps (default 2000, or as many as --time-limit allows); the "
+                     "learning-rate schedule ends at whichever of the two comes first."),
+    ] = None,
     time_limit: Annotated[
-        Optional[str], typer.Option("--time-limit", help="Stop after this long, e.g. 90s, 10m, 1h30m (checkpoint kept).")
+        Optional[str], typer.Option("--time-limit", help="Train for this long, e.g. 90s, 10m, 1h30m: warm-up and "
+                                    "cosine decay span the time, so the run ends annealed.")
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Crops per step (per process under torchrun).")] = 8,
     lr: Annotated[
@@ -376,8 +381,9 @@ def train(
     ] = 250,
     crop: Annotated[int, typer.Option(min=8, help="Training crop size in pixels.")] = 256,
     train_size: Annotated[
-        int, typer.Option("--train-size", min=8, help="Pairs are decoded once at this long side.")
-    ] = 512,
+        Optional[int], typer.Option("--train-size", min=8, help="Pairs are decoded once at this long side "
+                                    "(default: lut 1536, others 512; smaller pairs stay at their own size).")
+    ] = None,
     log: Annotated[Optional[Path], typer.Option(help="CSV log of the run (default: OUTPUT with .csv).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     clip_grad: Annotated[
@@ -400,6 +406,26 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing -o file and its .state, log and stage-1 files.")
     ] = False,
+    ema: Annotated[
+        Optional[float],
+        typer.Option("--ema", min=0.0, max=0.99999, help="Decay of the weight average (EMA) that is validated and "
+                     "shipped, e.g. 0.999 (default off: no gain measured on short lut and nafnet runs)."),
+    ] = None,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Ship the raw weights, no average.")] = False,
+    stream: Annotated[
+        Optional[bool],
+        typer.Option("--stream/--in-memory", help="Read the pairs from a disk cache of decoded pairs instead of "
+                     "holding them in memory (default: stream when they would take over 2 GB)."),
+    ] = None,
+    cache: Annotated[
+        Optional[Path], typer.Option(help="Cache folder of decoded pairs (default ~/.cache/autohdr/pairs).")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(min=0, help="Processes that read and crop the pairs ahead (default: 2 when streaming).")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16.")
+    ] = "auto",
 ) -> None:
     """Learn a look from before/after pairs and write it as a checkpoint.
 
@@ -437,6 +463,7 @@ def train(
         log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,
         overwrite=overwrite,
+        ema=0.0 if no_ema else ema, stream=stream, cache_dir=cache, workers=workers, precision=precision,
     )
     oneshot = _oneshot_options(options) if model == "oneshot" or is_file_pair(pairs) else None
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import socket
 import struct
@@ -148,14 +149,20 @@ def _sniff(head: bytes) -> str | None:
 
 
 def read_photo(
-    path: str | os.PathLike, pool: BufferPool | None = None, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    path: str | os.PathLike,
+    pool: BufferPool | None = None,
+    *,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    long_side: int | None = None,
 ) -> Photo:
     """Decode a photo file into a :class:`Photo`; raises :class:`PhotoError` with a short reason.
 
     Only regular files are opened (a FIFO, socket or device is refused unopened), and the size the
     header declares is checked against ``max_megapixels`` before any decoder runs; the decoded image
     must then have exactly that size. 8-bit RGB JPEG and PNG files are decoded straight into an RGBX
-    buffer, from ``pool`` if given.
+    buffer, from ``pool`` if given. With ``long_side``, a JPEG may be decoded smaller, by libjpeg's
+    scaled IDCT (1/2, 1/4 or 1/8), as long as its long side stays at least ``long_side`` (for callers
+    that downscale it further anyway).
     """
     path = Path(path)
     try:
@@ -189,7 +196,7 @@ def read_photo(
             elif kind == "png" and len(head) >= 25 and head[24] == 16:
                 photo = _read_png16(f)
             else:
-                photo = _read_pillow(f, pool, header)
+                photo = _read_pillow(f, pool, header, long_side)
         except (PhotoError, HeaderError) as e:
             raise PhotoError(str(e)) from None
         except MemoryError:
@@ -199,7 +206,8 @@ def read_photo(
         except Exception as e:  # noqa: BLE001 - codecs raise their own types; all mean "damaged"
             raise PhotoError(_decode_reason(e)) from None
     decoded = sorted((photo.height, photo.width))
-    if decoded != sorted((header.height, header.width)):  # orientation may have swapped them
+    # Orientation may have swapped the sides; a JPEG decoded at reduced scale was checked before the draft.
+    if decoded != sorted((header.height, header.width)) and not (long_side and kind == "jpeg"):
         raise PhotoError(
             f"decoded {photo.width} x {photo.height} pixels, but the header declares {header.width} x {header.height}"
         )
@@ -409,13 +417,16 @@ def _decode_into_rgbx(image: Image.Image, pool: BufferPool | None) -> np.ndarray
     return buffer
 
 
-def _read_pillow(f, pool: BufferPool | None = None, header=None) -> Photo:
+def _read_pillow(f, pool: BufferPool | None = None, header=None, long_side: int | None = None) -> Photo:
     with Image.open(f) as image:
         if header is not None and image.size != (header.width, header.height):
             raise PhotoError(
                 f"inconsistent header: {image.size[0]} x {image.size[1]} for the decoder, "
                 f"{header.width} x {header.height} declared first"
             )
+        if long_side and image.format == "JPEG" and max(image.size) > 2 * long_side:
+            scale = long_side / max(image.size)  # draft keeps at least this size: the nearest larger 1/2^k
+            image.draft(image.mode, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
         direct = _decode_into_rgbx(image, pool)
         if direct is None:
             image.load()
@@ -817,6 +828,7 @@ def encode_for(
         raise PhotoError(f"cannot encode as {fmt}: {e}") from None
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a photo's colour pixels as float32 ``3 x H x W`` in [0, 1] (for training and scoring)."""
-    return read_photo(path).to_float()
+def load_image(path: str | os.PathLike, long_side: int | None = None) -> np.ndarray:
+    """Read a photo's colour pixels as float32 ``3 x H x W`` in [0, 1] (for training and scoring);
+    ``long_side``: see :func:`read_photo`."""
+    return read_photo(path, long_side=long_side).to_float()

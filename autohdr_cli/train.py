@@ -31,16 +31,24 @@ from torch import nn
 
 from . import metrics
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, read_header, save_checkpoint
+from .ema import WeightAverage
 from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
 from .models import MODELS, build, make_config, resolve_preset
 from .models.ip2p import ModelUnavailable
 from .train_data import (
+    IN_MEMORY_BYTES,
     PairData,
+    StepBatches,
     TrainError,
     TrainingData,
     decode_split,
+    decoded_bytes,
+    default_cache_dir,
     split_folders,
+    step_batches,
+    step_seed,
+    stream_split,
 )
 
 
@@ -62,8 +70,21 @@ DEFAULT_LR = 1e-3
 
 #: Settings that decide what a run computes; a resumed run must use the same ones.
 RECIPE_FIELDS = (
-    "model", "batch", "lr", "weight_decay", "seed", "split_seed", "val_split", "crop", "train_size", "clip_grad"
+    "model", "batch", "lr", "weight_decay", "seed", "split_seed", "val_split", "crop", "train_size", "clip_grad",
+    "ema",
 )
+
+#: Optimizer steps of a run given neither ``--steps`` nor ``--time-limit``.
+DEFAULT_STEPS = 2000
+
+#: Long side pairs are decoded at when ``--train-size`` is not given: the pairs' own size up to this.
+#: Measured: the lut gained 0.2 dB trained at the development pairs' native 1536 px instead of 512
+#: (model card); other models keep 512 until measured.
+DEFAULT_TRAIN_SIZE = {"lut": 1536}
+FALLBACK_TRAIN_SIZE = 512
+
+#: Weight-EMA decay per model when ``--ema`` is not given (0 = off); measured on short runs (DESIGN.md).
+DEFAULT_EMA: dict[str, float] = {}
 
 
 @dataclass
@@ -74,7 +95,7 @@ class TrainOptions:
     output: Path
     model: str = "lut"
     config: dict = field(default_factory=dict)
-    steps: int = 2000
+    steps: int | None = None  # None: DEFAULT_STEPS, or unbounded under a time limit
     time_limit: float | None = None
     batch: int = 8
     lr: float | None = None  # None: the model's ``default_lr`` (1e-3 for the models without one)
@@ -89,14 +110,19 @@ class TrainOptions:
     val_every: int = 100
     checkpoint_every: int = 250
     crop: int = 256
-    train_size: int = 512
+    train_size: int | None = None  # None: the model's DEFAULT_TRAIN_SIZE
     log: Path | None = None
     progress: bool = True
     stage: int | None = None  # DiffIR: 1 or 2 alone; None runs both in order
     clip_grad: float | None = None  # max gradient norm; None = the model's ``clip_grad_norm`` (0 = off)
     perceptual: float | None = None  # weight of the LPIPS loss term; None = the model config's default
     overwrite: bool = False  # replace an existing checkpoint, its .state, log and stage-1 files
-
+    ema: float | None = None  # weight-EMA decay; None = the model's DEFAULT_EMA, 0 = off
+    stream: bool | None = None  # pairs from the disk cache; None = when they would not fit IN_MEMORY_BYTES
+    cache_dir: Path | None = None  # the disk cache; None = default_cache_dir()
+    workers: int | None = None  # DataLoader worker processes; None = 2 when streaming, else 0
+    precision: str = "auto"  # fp32, bf16 (autocast), or auto: bf16 on CUDA, fp32 on the CPU
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # seconds; tests pass a fake one
 
     @property
     def validation_seed(self) -> int:
@@ -193,17 +219,65 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         raise TrainError(str(e)) from None
 
 
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of one step on one process: a resumed run re-creates every step's random numbers."""
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
+def learning_rate(
+    base: float, step: int, steps: int | None, elapsed: float = 0.0, budget: float | None = None
+) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``base`` at the run's end.
 
-
-def learning_rate(base: float, step: int, steps: int) -> float:
-    """Linear warm-up over the first 5% of steps (at most 100), then cosine decay to a tenth of ``base``."""
-    warmup = max(1, min(100, steps // 20))
-    ramp = min(1.0, (step + 1) / warmup)
-    progress = min(1.0, step / max(1, steps))
+    The end is ``steps`` steps or ``budget`` seconds, whichever comes first: progress is the larger of
+    ``step / steps`` and ``elapsed / budget`` (the time measured so far), so a time-limited run is
+    annealed when its time is up. Warm-up lasts 5% of the steps or 5% of the budget, at most 100 steps.
+    With ``steps`` alone this is the schedule of earlier versions, step for step.
+    """
+    warmup = max(1, min(100, steps // 20)) if steps else 100
+    ramp = (step + 1) / warmup
+    progress = step / max(1, steps) if steps else 0.0
+    if budget:
+        progress = max(progress, elapsed / budget)
+        ramp = max(ramp, elapsed / (0.05 * budget))
+    ramp, progress = min(1.0, ramp), min(1.0, progress)
     return base * ramp * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def forward_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of one step's own random numbers (dropout, noise), apart from its batch's."""
+    return (step_seed(seed, rank, step) + 1) % (2**63 - 1)
+
+
+@dataclass
+class StepClock:
+    """A run's time: seconds done before a resume plus this process's, and the expected end.
+
+    ``clock`` is injectable (tests drive a run with a fake one). The expected number of steps is
+    re-estimated from the recent step times, for the progress bar and its ETA.
+    """
+
+    budget: float | None
+    steps: int | None
+    elapsed_before: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    _began: float = 0.0
+    _step_time: float | None = None
+    _last: tuple[int, float] | None = None
+
+    def start(self) -> None:
+        """Start counting this process's time."""
+        self._began = self.clock()
+
+    def elapsed(self) -> float:
+        """Seconds the run has taken so far, resumed parts included."""
+        return self.elapsed_before + self.clock() - self._began
+
+    def expected_steps(self, step: int, elapsed: float) -> int | None:
+        """The step the run will end at: ``steps``, or sooner when the budget runs out first."""
+        if self._last is not None and step > self._last[0]:
+            latest = (elapsed - self._last[1]) / (step - self._last[0])
+            self._step_time = latest if self._step_time is None else 0.9 * self._step_time + 0.1 * latest
+        self._last = (step, elapsed)
+        if self.budget is None or self._step_time is None:
+            return self.steps
+        by_time = step + max(0, math.ceil((self.budget - elapsed) / max(self._step_time, 1e-9)))
+        return by_time if self.steps is None else min(self.steps, by_time)
 
 
 class _LossModule(nn.Module):
@@ -271,7 +345,7 @@ class TrainResult:
 class _Progress:
     """A rich progress bar on stderr with the loss and the latest validation PSNR; silent when off."""
 
-    def __init__(self, enabled: bool, total: int, start: int):
+    def __init__(self, enabled: bool, total: int | None, start: int):
         self._progress = None
         if not enabled:
             return
@@ -293,12 +367,14 @@ class _Progress:
         self._progress.__enter__()
         self._task = self._progress.add_task("train", total=total, completed=start, loss="-", psnr="-")
 
-    def update(self, step: int, loss: float, psnr: float | None) -> None:
-        """Show ``step`` steps done, the latest loss and validation PSNR."""
+    def update(self, step: int, loss: float, psnr: float | None, total: int | None = None) -> None:
+        """Show ``step`` steps done of ``total`` (the latest estimate), the latest loss and validation PSNR."""
         if self._progress is not None:
             fields = {"loss": f"{loss:.4f}"}
             if psnr is not None:
                 fields["psnr"] = f"{psnr:.2f} dB"
+            if total is not None:
+                fields["total"] = total
             self._progress.update(self._task, completed=step, **fields)
 
     def close(self) -> None:
@@ -309,19 +385,25 @@ class _Progress:
 
 
 def _write_state(
-    path: Path, optimizer: torch.optim.Optimizer, step: int, options: TrainOptions, elapsed: float, checkpoint_sha256: str
+    path: Path, optimizer: torch.optim.Optimizer, step: int, options: TrainOptions, elapsed: float,
+    checkpoint_sha256: str, raw: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Save what --resume needs beyond the weights, atomically, next to the checkpoint.
 
     Written after the checkpoint, with the checkpoint's SHA-256: a crash between the two writes leaves a
     new checkpoint beside the old state, which --resume then refuses instead of mixing them.
+    ``budget`` is the run's planned end in seconds (None: steps alone), so that a resumed run keeps the
+    same schedule; ``raw`` holds the raw weights when the checkpoint holds their average (EMA).
     """
     import io
 
     recipe = {name: getattr(options, name) for name in RECIPE_FIELDS}
+    state = {"step": step, "optimizer": optimizer.state_dict(), "recipe": recipe, "seconds": elapsed,
+             "budget": options.time_limit, "checkpoint_sha256": checkpoint_sha256}
+    if raw is not None:
+        state["raw"] = raw
     buffer = io.BytesIO()
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "recipe": recipe, "seconds": elapsed,
-                "checkpoint_sha256": checkpoint_sha256}, buffer)
+    torch.save(state, buffer)
     atomic_write_bytes(state_path(path), buffer.getvalue())
 
 
@@ -390,7 +472,7 @@ def train(
         raise TrainError(str(e.args[0])) from None
     config = _with_perceptual(model_name, config, options.perceptual)
     lr = options.lr if options.lr is not None else getattr(MODELS.get(model_name), "default_lr", DEFAULT_LR)
-    options = dataclasses.replace(options, model=model_name, config=config, lr=lr)
+    options = _with_defaults(dataclasses.replace(options, model=model_name, config=config, lr=lr))
     in_the_way = files_in_the_way(options)
     if in_the_way:
         raise TrainError(f"{in_the_way[0]}: already exists; give --overwrite to replace it (and the run's other "
@@ -425,12 +507,20 @@ def _with_perceptual(model_name: str, config: dict, weight: float | None) -> dic
     return {**config, "perceptual_weight": weight}
 
 
+def _with_defaults(options: TrainOptions) -> TrainOptions:
+    """Fill in the settings left to the model and the budget: steps, train size, EMA, workers."""
+    steps = options.steps if options.steps is not None or options.time_limit is not None else DEFAULT_STEPS
+    train_size = options.train_size or DEFAULT_TRAIN_SIZE.get(options.model, FALLBACK_TRAIN_SIZE)
+    ema = options.ema if options.ema is not None else DEFAULT_EMA.get(options.model, 0.0)
+    return dataclasses.replace(options, steps=steps, train_size=train_size, ema=ema)
+
+
 def _check_options(options: TrainOptions) -> None:
     if options.model not in MODELS or not hasattr(MODELS[options.model], "training_loss"):
         trainable = sorted(name for name, cls in MODELS.items() if hasattr(cls, "training_loss"))
         raise TrainError(f"unknown or untrainable model {options.model!r} (trainable: {', '.join(trainable)})")
     for name in ("steps", "batch", "crop", "train_size", "val_every", "checkpoint_every"):
-        if getattr(options, name) < 1:
+        if getattr(options, name) is not None and getattr(options, name) < 1:
             raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= options.val_split < 1:
         raise TrainError("--val-split must be in [0, 1)")
@@ -440,6 +530,12 @@ def _check_options(options: TrainOptions) -> None:
         raise TrainError("--clip-grad must be >= 0 (0 = no clipping)")
     if options.weight_decay < 0:
         raise TrainError("--weight-decay must be >= 0")
+    if not 0 <= (options.ema or 0.0) < 1:
+        raise TrainError("--ema is a decay in [0, 1), e.g. 0.999 (0 = off)")
+    if options.workers is not None and options.workers < 0:
+        raise TrainError("--workers must be >= 0")
+    if options.precision not in ("auto", "fp32", "bf16"):
+        raise TrainError("--precision is auto, fp32 or bf16")
     if options.stage is not None and (options.model != "diffir" or options.stage not in (1, 2)):
         raise TrainError("--stage is 1 or 2, and only for --model diffir (the two-stage model)")
     if options.config.get("perceptual_weight") and options.crop < LPIPS_MIN_SIDE:
@@ -619,8 +715,36 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
         f"training on {description['train_pairs']} pairs, validating on {len(val_names)}"
         + (f": {', '.join(val_names)}" if val_names else "")
     )
-    data, validation = decode_split(split, options.train_size)
+    count = description["train_pairs"] + len(val_names)
+    stream = options.stream
+    if stream is None:
+        stream = decoded_bytes(count, options.train_size) > IN_MEMORY_BYTES
+    if stream:
+        cache = options.cache_dir or default_cache_dir()
+        say(f"streaming the pairs from the cache in {cache} (decoded at {options.train_size} px on first use)")
+        data, validation = stream_split(split, options.train_size, cache)
+    else:
+        data, validation = decode_split(split, options.train_size)
     return data, validation, description, split.look_names()
+
+
+def _with_resumed_budget(options: TrainOptions, state: dict | None, say: Callable[[str], None]) -> TrainOptions:
+    """A resumed time-limited run keeps the budget it was planned with, so its schedule goes on unchanged."""
+    budget = state.get("budget") if state else None
+    if budget is None or budget == options.time_limit:
+        return options
+    if options.time_limit is not None:
+        say(f"resuming with the run's own time budget of {budget:.0f} s (not --time-limit {options.time_limit:.0f} s)")
+    return dataclasses.replace(options, time_limit=float(budget))
+
+
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast where ``precision`` asks for it (``auto``: on CUDA only; on the CPU it is ~4x slower)."""
+    import contextlib
+
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _train(options, data, validation, description, device, place, say, start_from: Path | None = None) -> TrainResult:
@@ -630,6 +754,7 @@ def _train(options, data, validation, description, device, place, say, start_fro
         _load_model(options.resume)  # a damaged checkpoint is refused before its state is even read
         state = _read_state(options.resume)
         _check_resume(state, options)
+    options = _with_resumed_budget(options, state, say)
     look_names: list[str] = []
     if data is None:
         data, validation, description, look_names = _pairs_data(options, say)
@@ -637,9 +762,16 @@ def _train(options, data, validation, description, device, place, say, start_fro
     description = dict(description or {})
 
     model = _build_model(options, look_names, start_from, say).to(device).train()
+    channels_last = device.type == "cuda"  # faster convolutions on the GPU; the CPU path stays as measured
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     whole_size = getattr(model, "prior_size", 0)  # the model reads whole photos too: the data must bring them
     if whole_size and hasattr(data, "whole_size"):
         data.whole_size = whole_size
+    # The checkpoint holds the average of the weights (EMA) when on; the state keeps the raw ones to resume.
+    average = WeightAverage(model, options.ema) if options.ema else None
+    if state is not None and "raw" in state:
+        model.load_state_dict(state["raw"])
     # Frozen parts (DiffIR's stage-1 encoder in stage 2) stay out of the optimizer.
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
@@ -651,13 +783,13 @@ def _train(options, data, validation, description, device, place, say, start_fro
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise TrainError(f"{state_path(options.resume)}: does not fit the checkpoint's model ({e})") from None
         start = int(state["step"])
+    shipped = average.model if average is not None else model  # what validation scores and the checkpoint holds
     loss_module: nn.Module = _LossModule(model)
     if place.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
 
-    identity = evaluate_pairs(None, validation, device) if place.main and len(validation) else {}
     log = CSVLog(options.log_path(), place.main, bool(len(validation)), start if state is not None else None)
 
     def save(step: int, elapsed: float, final: dict | None = None) -> None:
@@ -667,7 +799,7 @@ def _train(options, data, validation, description, device, place, say, start_fro
         record.update(
             model=options.model, steps=step, seconds=round(elapsed, 1), batch=options.batch,
             world_size=place.world_size, lr=options.lr, weight_decay=options.weight_decay, crop=options.crop,
-            clip_grad=clip,
+            clip_grad=clip, ema=options.ema or 0.0,
             train_size=options.train_size, seed=options.seed,
         )
         if getattr(model.config, "stage", None) is not None:
@@ -679,52 +811,68 @@ def _train(options, data, validation, description, device, place, say, start_fro
         # Log, checkpoint, then state: after a crash anywhere here, --resume finds a consistent pair or
         # refuses (the log's rows past the checkpoint's step are dropped on resume).
         log.flush()
-        digest = save_checkpoint(options.output, model, training=record)
-        _write_state(options.output, optimizer, step, options, elapsed, digest)
+        digest = save_checkpoint(options.output, shipped, training=record)
+        _write_state(options.output, optimizer, step, options, elapsed, digest,
+                     raw=model.state_dict() if average is not None else None)
 
+    timer = StepClock(options.time_limit, options.steps, float(state.get("seconds", 0.0)) if state else 0.0,
+                      options.clock)
+    # Streamed pairs are read and cropped ahead by worker processes; pairs in memory are cropped in the loop.
+    workers = options.workers if options.workers is not None else (2 if hasattr(data, "cache") else 0)
+    batches = step_batches(StepBatches(data, options.batch, options.crop, options.seed, place.rank), start,
+                           options.steps, workers, pin_memory=device.type == "cuda")
     progress = _Progress(options.progress and place.main, options.steps, start)
-    began = time.monotonic()
-    elapsed_before = float(state.get("seconds", 0.0)) if state else 0.0
+    timer.start()
     step, stopped_by, latest_psnr = start, "steps", None
     interval, last_saved = checkpoint_interval(options.time_limit), time.monotonic()
     try:
-        while step < options.steps:
-            if options.time_limit is not None and _agree_to_stop(time.monotonic() - began >= options.time_limit, place):
+        while options.steps is None or step < options.steps:
+            elapsed = _shared_elapsed(timer.elapsed(), place)  # one clock for all processes: same rates, same stop
+            if options.time_limit is not None and elapsed >= options.time_limit:
                 stopped_by = "time limit"
                 break
-            # Every step's random numbers come from (seed, rank, step) alone: resuming redraws them exactly.
-            torch.manual_seed(step_seed(options.seed, place.rank, step))
-            batch = [t.to(device) for t in data.sample(options.batch, options.crop)]
+            expected = timer.expected_steps(step, elapsed)
+            batch = [t.to(device, non_blocking=True) for t in next(batches)]
+            if channels_last:
+                batch = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch]
+            # The step's own random numbers come from (seed, rank, step) alone: resuming redraws them exactly.
+            torch.manual_seed(forward_seed(options.seed, place.rank, step))
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(options.lr, step, options.steps)
-            loss, parts = loss_module(*batch)
+                group["lr"] = learning_rate(options.lr, step, options.steps, elapsed, options.time_limit)
+            with _autocast(device, options.precision):
+                loss, parts = loss_module(*batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             extra = {}
             if clip > 0:
                 extra["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
             optimizer.step()
+            if average is not None:
+                average.update(model, step)
             step += 1
-            row = {"step": step, "seconds": round(elapsed_before + time.monotonic() - began, 2),
+            row = {"step": step, "seconds": round(elapsed, 2),
                    "lr": optimizer.param_groups[0]["lr"], "loss": float(loss.detach()), **parts, **extra}
             if place.main and len(validation) and (step % options.val_every == 0 or step == options.steps):
-                scores = evaluate_pairs(model, validation, device)
+                scores = evaluate_pairs(shipped, validation, device)
                 latest_psnr = scores["psnr"]
                 row.update({f"val_{k}": v for k, v in scores.items()})
             log.add(row)
-            progress.update(step, row["loss"], latest_psnr)
-            if step < options.steps and (step % options.checkpoint_every == 0 or time.monotonic() - last_saved >= interval):
-                save(step, elapsed_before + time.monotonic() - began)
+            progress.update(step, row["loss"], latest_psnr, expected)
+            if (options.steps is None or step < options.steps) and (
+                step % options.checkpoint_every == 0 or time.monotonic() - last_saved >= interval
+            ):
+                save(step, timer.elapsed())
                 last_saved = time.monotonic()
     except KeyboardInterrupt:
         stopped_by = "interrupted"
     finally:
         progress.close()
-    elapsed = elapsed_before + time.monotonic() - began
+        del batches  # stops the DataLoader's workers
+    elapsed = timer.elapsed()
     final: dict[str, dict[str, float]] = {}
     if place.main and len(validation):
         label = getattr(model, "validation_label", options.model)
-        final = {"identity": identity, label: evaluate_pairs(model, validation, device)}
+        final = {"identity": evaluate_pairs(None, validation, device), label: evaluate_pairs(shipped, validation, device)}
     save(step, elapsed, final)
     if place.main:
         say(f"{stopped_by}: {step} steps in {elapsed:.0f} s; wrote {options.output} (log {log.path})")
@@ -776,18 +924,24 @@ def seconds_per_step(
     return statistics.median(times[1:])
 
 
-def _agree_to_stop(mine: bool, place: Distributed) -> bool:
-    """Every process stops at the same step: the main process's clock decides for all."""
+def _shared_elapsed(mine: float, place: Distributed) -> float:
+    """The main process's elapsed time, on every process: all use the same rates and stop at the same step."""
     if place.world_size == 1:
         return mine
     import torch.distributed as dist
 
-    flag = torch.tensor([1 if mine else 0], device=place.device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+    seconds = torch.tensor([mine], dtype=torch.float64, device=place.device)
+    dist.broadcast(seconds, src=0)
+    return float(seconds.item())
 
 
 # ----------------------------------------------------------------------------------- DiffIR's stages
+
+
+def _plan(steps: int | None, seconds: float | None) -> str:
+    """A stage's length in words: steps, a time budget, or both."""
+    parts = ([f"{steps} steps"] if steps is not None else []) + ([f"{seconds:.0f} s"] if seconds is not None else [])
+    return " or ".join(parts)
 
 
 def stage1_path(output: Path) -> Path:
@@ -836,16 +990,15 @@ def _train_diffir(options, data, validation, description, device, place, say) ->
                           start_from=options.resume)
         return _train(options, data, validation, description, device, place, say)
 
-    first_steps = max(1, options.steps // 2)
-    second_steps = max(1, options.steps - first_steps)
-    began = time.monotonic()
+    first_steps = max(1, options.steps // 2) if options.steps is not None else None
+    second_steps = max(1, options.steps - first_steps) if options.steps is not None else None
     half = options.time_limit / 2 if options.time_limit is not None else None
     if resumed == 2:
         return _train(dataclasses.replace(options, steps=second_steps, time_limit=half), data, validation,
                       description, device, place, say)
     first = stage1_path(options.output)
     first_log = stage1_log(options)
-    say(f"stage 1 of DiffIR ({first_steps} steps, prior read from the targets) -> {first}")
+    say(f"stage 1 of DiffIR ({_plan(first_steps, half)}, prior read from the targets) -> {first}")
     result = _train(
         dataclasses.replace(options, output=first, steps=first_steps, time_limit=half, config=stage1_config,
                             resume=options.resume if resumed == 1 else None, log=first_log),
@@ -854,8 +1007,8 @@ def _train_diffir(options, data, validation, description, device, place, say) ->
     if result.stopped_by == "interrupted":
         return result
     remaining = None
-    if options.time_limit is not None:
-        remaining = max(1.0, options.time_limit - (time.monotonic() - began))
-    say(f"stage 2 of DiffIR ({second_steps} steps, prior diffused from the source) -> {options.output}")
+    if options.time_limit is not None:  # stage 2 gets what stage 1 left of the budget (its time, resumes included)
+        remaining = max(1.0, options.time_limit - result.seconds)
+    say(f"stage 2 of DiffIR ({_plan(second_steps, remaining)}, prior diffused from the source) -> {options.output}")
     return _train(dataclasses.replace(options, steps=second_steps, time_limit=remaining, resume=None),
                   data, validation, description, device, place, say, start_from=first)

@@ -8,17 +8,22 @@ geometric only, and photos of any size batch together through their whole-photo 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .imageio import PhotoError, load_image
+from .imageio import PhotoError, atomic_write_bytes, load_image
 from .models.lut import resize_long_side  # noqa: F401 - re-exported: scripts and tests use it from here
 from .pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems, split_pairs
+
 
 class TrainError(Exception):
     """Training cannot start or go on: bad data, options that do not fit, or an unreadable resume file."""
@@ -91,11 +96,12 @@ class PairData:
     def whole(self, index: int) -> torch.Tensor:
         """Pair ``index``'s source and target squashed to ``whole_size`` square, ``6 x S x S`` (cached)."""
         if index not in self._wholes:
-            both = torch.stack([self.sources[index], self.targets[index]])
-            size = (self.whole_size, self.whole_size)
-            squashed = F.interpolate(both, size=size, mode="bilinear", antialias=True, align_corners=False)
-            self._wholes[index] = squashed.reshape(6, *size)
+            self._wholes[index] = squash_pair(*self.pair(index), self.whole_size)
         return self._wholes[index]
+
+    def pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair ``index``'s source and target, ``3 x H x W`` each."""
+        return self.sources[index], self.targets[index]
 
     def with_wholes(self, picks: Sequence[int], batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """``batch`` plus the whole photos of ``picks`` when ``whole_size`` asks for them."""
@@ -106,7 +112,7 @@ class PairData:
     def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
         """Random pairs, each cropped and turned the same way on both sides."""
         picks = torch.randint(len(self.sources), (count,)).tolist()
-        stacked = random_crops([torch.cat([self.sources[i], self.targets[i]]) for i in picks], crop)
+        stacked = random_crops([torch.cat(self.pair(i)) for i in picks], crop)
         stacked = paired_augmentation()(stacked)
         batch = (stacked[:, :3].contiguous(), stacked[:, 3:].contiguous(), torch.tensor([self.looks[i] for i in picks]))
         return self.with_wholes(picks, batch)
@@ -132,7 +138,7 @@ class NativeCrops:
         pieces, looks = [], []
         picks = torch.randint(len(self.pairs), (count,)).tolist()
         for index in picks:
-            source, target = self.pairs.sources[index], self.pairs.targets[index]
+            source, target = self.pairs.pair(index)
             height, width = source.shape[-2:]
             top = int(torch.randint(max(1, height - crop + 1), ()))
             left = int(torch.randint(max(1, width - crop + 1), ()))
@@ -155,6 +161,25 @@ class NativeCrops:
         self.pairs.whole_size = size
 
 
+def squash_pair(source: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
+    """A pair's whole source and target squashed to ``size`` square and stacked, ``6 x size x size``."""
+    both = torch.stack([source, target])
+    squashed = F.interpolate(both, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return squashed.reshape(6, size, size)
+
+
+def decode_for_training(path: Path, long_side: int) -> torch.Tensor:
+    """One photo as training sees it: float32 ``3 x H x W``, downscaled to ``long_side``; TrainError if unreadable.
+
+    A JPEG over twice ``long_side`` is decoded at a half, quarter or eighth by libjpeg first (3x faster
+    for 12 MP photos at 1536 px; differences of 0.2 levels on average, in both the memory and disk paths).
+    """
+    try:
+        return resize_long_side(torch.from_numpy(load_image(path, long_side)), long_side)
+    except PhotoError as e:
+        raise TrainError(f"{path}: {e}") from None
+
+
 def load_pairs(pairs: Sequence[Pair], long_side: int, look: int = 0) -> PairData:
     """Decode pairs once, downscaled to ``long_side`` (training never decodes again).
 
@@ -163,16 +188,9 @@ def load_pairs(pairs: Sequence[Pair], long_side: int, look: int = 0) -> PairData
     """
     sources, targets = [], []
     for pair in pairs:
-        sources.append(resize_long_side(torch.from_numpy(_decoded(pair.source)), long_side))
-        targets.append(resize_long_side(torch.from_numpy(_decoded(pair.target)), long_side))
+        sources.append(decode_for_training(pair.source, long_side))
+        targets.append(decode_for_training(pair.target, long_side))
     return PairData(sources, targets, [look] * len(pairs), [pair.stem for pair in pairs])
-
-
-def _decoded(path: Path):
-    try:
-        return load_image(path)
-    except PhotoError as e:
-        raise TrainError(f"{path}: {e}") from None
 
 
 def merge_pairs(parts: Sequence[PairData]) -> PairData:
@@ -183,6 +201,146 @@ def merge_pairs(parts: Sequence[PairData]) -> PairData:
         [k for p in parts for k in p.looks],
         [n for p in parts for n in p.names],
     )
+
+
+# ------------------------------------------------------------------------------- pairs from disk
+
+#: Bumped whenever the cached form of a decoded photo changes, so that stale entries are never read.
+CACHE_VERSION = 1
+
+#: Pairs whose decoded size (float32, at most ``train_size`` square) stays under this are held in
+#: memory; more are streamed from the disk cache (the default of ``--stream``).
+IN_MEMORY_BYTES = 2 * 1024**3
+
+
+def default_cache_dir() -> Path:
+    """Where decoded pairs are cached: ``$XDG_CACHE_HOME/autohdr/pairs`` (``~/.cache/autohdr/pairs``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autohdr" / "pairs"
+
+
+def decoded_bytes(pair_count: int, long_side: int) -> int:
+    """An upper bound on the memory ``pair_count`` pairs take decoded at ``long_side`` (float32, square)."""
+    return pair_count * 2 * 3 * long_side * long_side * 4
+
+
+def _read_array(file: Path) -> np.ndarray | None:
+    try:
+        return np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # missing, or damaged by something other than us: decode again
+        return None
+
+
+def _write_array(file: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(file, buffer.getvalue())  # workers may race on one photo: last rename wins, both whole
+
+
+@dataclass(frozen=True)
+class DecodedCache:
+    """Photos decoded at a training size, kept in ``folder`` as 16-bit ``.npy`` arrays.
+
+    An entry is keyed by the photo's absolute path, size, modification time and ``long_side``: an
+    edited photo is decoded again. Values are stored rounded to 1/65535 (a cached photo differs from
+    the freshly decoded one by at most 7.7e-6) and whole-photo thumbnails as float32.
+    """
+
+    folder: Path
+    long_side: int
+
+    def _key(self, *paths: Path, extra: str = "") -> str:
+        parts = [str(CACHE_VERSION), str(self.long_side), extra]
+        for path in paths:
+            stat = os.stat(path)
+            parts += [str(Path(path).resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+    def image(self, path: Path) -> torch.Tensor:
+        """Photo ``path`` at ``long_side``, float32 ``3 x H x W``: decoded and cached on first use."""
+        file = self.folder / f"{self._key(path)}.npy"
+        array = _read_array(file)
+        if array is None:
+            decoded = decode_for_training(path, self.long_side).numpy()
+            array = np.rint(decoded * 65535.0).astype(np.uint16)
+            _write_array(file, array)
+        return torch.from_numpy(array.astype(np.float32) * np.float32(1.0 / 65535.0))
+
+    def whole(self, source: Path, target: Path, size: int) -> torch.Tensor:
+        """The pair's whole photos squashed to ``size`` square (see :func:`squash_pair`), cached once per pair."""
+        file = self.folder / f"{self._key(source, target, extra=f'whole{size}')}.npy"
+        array = _read_array(file)
+        if array is None:
+            array = squash_pair(self.image(source), self.image(target), size).numpy()
+            _write_array(file, array)
+        return torch.from_numpy(array)
+
+
+class CachedImages(Sequence):
+    """A list of photos read from a :class:`DecodedCache` when indexed: nothing is held in memory."""
+
+    def __init__(self, cache: DecodedCache, paths: Sequence[Path]):
+        self.cache, self.paths = cache, list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        return self.cache.image(self.paths[index])
+
+
+class DiskPairs(PairData):
+    """Before/after pairs streamed from a :class:`DecodedCache`: memory does not grow with the pairs.
+
+    It draws exactly the crops :class:`PairData` draws for the same generator state (the pixels differ
+    by the cache's 16-bit rounding); whole-photo thumbnails are cached on disk once per pair.
+    """
+
+    def __init__(self, pairs: Sequence[Pair], looks: Sequence[int], cache: DecodedCache):
+        super().__init__(
+            CachedImages(cache, [p.source for p in pairs]), CachedImages(cache, [p.target for p in pairs]),
+            list(looks), [p.stem for p in pairs],
+        )
+        self.cache = cache
+
+    def whole(self, index: int) -> torch.Tensor:
+        """Pair ``index``'s thumbnail (``6 x S x S``), from the disk cache."""
+        return self.cache.whole(self.sources.paths[index], self.targets.paths[index], self.whole_size)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of one step on one process: a resumed run re-creates every step's random numbers."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is that training step's batch, drawn after seeding torch from (seed, rank, step).
+
+    The batch depends on the step alone, so it is the same whether the loop's process or a DataLoader
+    worker draws it, and a resumed run draws it again exactly.
+    """
+
+    def __init__(self, data: TrainingData, batch: int, crop: int, seed: int, rank: int):
+        self.data, self.batch, self.crop, self.seed, self.rank = data, batch, crop, seed, rank
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, ...]:
+        torch.manual_seed(step_seed(self.seed, self.rank, step))
+        return self.data.sample(self.batch, self.crop)
+
+
+def step_batches(
+    batches: StepBatches, start: int, stop: int | None, workers: int = 0, pin_memory: bool = False
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The batches of steps ``start`` to ``stop`` (None: endless), drawn ahead by ``workers`` processes
+    (0: drawn in this process when asked for)."""
+    import itertools
+
+    steps = range(start, stop) if stop is not None else itertools.count(start)
+    loader = torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=steps, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=2 if workers else None, persistent_workers=False,
+    )
+    return iter(loader)
 
 
 # ------------------------------------------------------------------------------ synthetic degradations
@@ -397,6 +555,16 @@ def split_folders(
     except PairsError as e:
         raise TrainError(str(e)) from None
     return split
+
+
+def stream_split(split: PairSplit, train_size: int, cache_dir: Path) -> tuple[DiskPairs, DiskPairs]:
+    """The training and validation pairs read from a disk cache in ``cache_dir`` (decoded on first use)."""
+    cache = DecodedCache(Path(cache_dir), train_size)
+
+    def pairs_of(groups: list[list[Pair]]) -> DiskPairs:
+        return DiskPairs([p for g in groups for p in g], [look for look, g in enumerate(groups) for _ in g], cache)
+
+    return pairs_of(split.train), pairs_of(split.validation)
 
 
 def decode_split(split: PairSplit, train_size: int) -> tuple[PairData, PairData]:
