@@ -8,6 +8,7 @@ seeded split is held out and scored against doing nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ from .checkpoint import save_checkpoint
 from .imageio import PhotoError, load_image
 from .models import make_config
 from .models.oneshot import fit_oneshot
-from .train import TrainError, TrainOptions, TrainResult, evaluate_pairs, print_summary
+from .train import FALLBACK_TRAIN_SIZE, TrainError, TrainOptions, TrainResult, evaluate_pairs, print_summary
 from .train_data import PairData, load_pairs, merge_pairs, resize_long_side, split_folders
 
 
@@ -65,6 +66,8 @@ def train_oneshot(options: TrainOptions, report: Callable[[str], None] | None = 
     import sys
 
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
+    if options.train_size is None:  # the pairs are decoded at the loop's default size
+        options = dataclasses.replace(options, train_size=FALLBACK_TRAIN_SIZE)
     try:
         config = make_config("oneshot", options.config)
     except ValueError as e:
