@@ -36,6 +36,8 @@ from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
 from .models import MODELS, build, make_config, resolve_preset
 from .models.ip2p import ModelUnavailable
+from .distributed import pick_device, shared_elapsed, start_distributed
+from .schedule import StepClock, forward_seed, learning_rate
 from .train_data import (
     IN_MEMORY_BYTES,
     PairData,
@@ -47,7 +49,6 @@ from .train_data import (
     default_cache_dir,
     split_folders,
     step_batches,
-    step_seed,
     stream_split,
 )
 
@@ -176,108 +177,6 @@ def files_in_the_way(options: TrainOptions) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Distributed:
-    """This process's place in a torchrun job (world size 1 when run directly)."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        """True on the process that writes files and prints."""
-        return self.rank == 0
-
-
-def start_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun process group when started by torchrun (WORLD_SIZE > 1), else do nothing.
-
-    nccl on CUDA and gloo on the CPU, unless the environment variable ``AUTOHDR_DIST_BACKEND`` names one.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed(device=device)
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        # AUTOHDR_DIST_BACKEND=gloo lets several ranks share one GPU (nccl refuses that), for smoke runs.
-        backend = os.environ.get("AUTOHDR_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
-        dist.init_process_group(backend)
-    return Distributed(dist.get_rank(), dist.get_world_size(), device)
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``--device`` for training (see :mod:`autohdr_cli.devices`); ``cuda`` means this process's GPU."""
-    from .devices import DeviceError, resolve_device
-
-    try:
-        return resolve_device(name, local_rank)
-    except DeviceError as e:
-        raise TrainError(str(e)) from None
-
-
-def learning_rate(
-    base: float, step: int, steps: int | None, elapsed: float = 0.0, budget: float | None = None
-) -> float:
-    """Linear warm-up, then cosine decay to a tenth of ``base`` at the run's end.
-
-    The end is ``steps`` steps or ``budget`` seconds, whichever comes first: progress is the larger of
-    ``step / steps`` and ``elapsed / budget`` (the time measured so far), so a time-limited run is
-    annealed when its time is up. Warm-up lasts 5% of the steps or 5% of the budget, at most 100 steps.
-    With ``steps`` alone this is the schedule of earlier versions, step for step.
-    """
-    warmup = max(1, min(100, steps // 20)) if steps else 100
-    ramp = (step + 1) / warmup
-    progress = step / max(1, steps) if steps else 0.0
-    if budget:
-        progress = max(progress, elapsed / budget)
-        ramp = max(ramp, elapsed / (0.05 * budget))
-    ramp, progress = min(1.0, ramp), min(1.0, progress)
-    return base * ramp * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def forward_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of one step's own random numbers (dropout, noise), apart from its batch's."""
-    return (step_seed(seed, rank, step) + 1) % (2**63 - 1)
-
-
-@dataclass
-class StepClock:
-    """A run's time: seconds done before a resume plus this process's, and the expected end.
-
-    ``clock`` is injectable (tests drive a run with a fake one). The expected number of steps is
-    re-estimated from the recent step times, for the progress bar and its ETA.
-    """
-
-    budget: float | None
-    steps: int | None
-    elapsed_before: float = 0.0
-    clock: Callable[[], float] = time.monotonic
-    _began: float = 0.0
-    _step_time: float | None = None
-    _last: tuple[int, float] | None = None
-
-    def start(self) -> None:
-        """Start counting this process's time."""
-        self._began = self.clock()
-
-    def elapsed(self) -> float:
-        """Seconds the run has taken so far, resumed parts included."""
-        return self.elapsed_before + self.clock() - self._began
-
-    def expected_steps(self, step: int, elapsed: float) -> int | None:
-        """The step the run will end at: ``steps``, or sooner when the budget runs out first."""
-        if self._last is not None and step > self._last[0]:
-            latest = (elapsed - self._last[1]) / (step - self._last[0])
-            self._step_time = latest if self._step_time is None else 0.9 * self._step_time + 0.1 * latest
-        self._last = (step, elapsed)
-        if self.budget is None or self._step_time is None:
-            return self.steps
-        by_time = step + max(0, math.ceil((self.budget - elapsed) / max(self._step_time, 1e-9)))
-        return by_time if self.steps is None else min(self.steps, by_time)
 
 
 class _LossModule(nn.Module):
@@ -827,7 +726,7 @@ def _train(options, data, validation, description, device, place, say, start_fro
     interval, last_saved = checkpoint_interval(options.time_limit), time.monotonic()
     try:
         while options.steps is None or step < options.steps:
-            elapsed = _shared_elapsed(timer.elapsed(), place)  # one clock for all processes: same rates, same stop
+            elapsed = shared_elapsed(timer.elapsed(), place)  # one clock for all processes: same rates, same stop
             if options.time_limit is not None and elapsed >= options.time_limit:
                 stopped_by = "time limit"
                 break
@@ -922,17 +821,6 @@ def seconds_per_step(
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
-
-
-def _shared_elapsed(mine: float, place: Distributed) -> float:
-    """The main process's elapsed time, on every process: all use the same rates and stop at the same step."""
-    if place.world_size == 1:
-        return mine
-    import torch.distributed as dist
-
-    seconds = torch.tensor([mine], dtype=torch.float64, device=place.device)
-    dist.broadcast(seconds, src=0)
-    return float(seconds.item())
 
 
 # ----------------------------------------------------------------------------------- DiffIR's stages

