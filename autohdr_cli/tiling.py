@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE  # enhance's defaults
+from .models.lut import resize_long_side
 
 #: Tiles per model call on a GPU (where batching fills the device). On a CPU one tile a call is fastest:
 #: measured 2606 ms/MP for one 256 px tile against 3027 for two, because a tile's feature maps then stay
@@ -93,16 +94,6 @@ def plan_axis(size: int, tile: int, overlap: int, multiple: int = 1) -> TileLayo
         total[start : start + length] += ramp
     weights = tuple((ramp / total[start : start + length]).float() for start, ramp in zip(starts, raw))
     return TileLayout(tuple(starts), length, padded, weights)
-
-
-def downscale_long_side(images: torch.Tensor, long_side: int) -> torch.Tensor:
-    """``B x C x H x W`` images downscaled (antialiased bilinear) so the long side is at most ``long_side``."""
-    height, width = images.shape[-2:]
-    scale = long_side / max(height, width)
-    if scale >= 1:
-        return images
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def precision_context(device: torch.device, precision: str = DEFAULT_PRECISION):
@@ -168,7 +159,7 @@ def enhance_tiled(
             return output
         context: Sequence[torch.Tensor] | None = None
         if hasattr(model, "image_context"):
-            small = downscale_long_side(images.to(device, torch.float32), context_size)
+            small = resize_long_side(images.to(device, torch.float32), context_size)
             if channels_last:
                 small = small.contiguous(memory_format=torch.channels_last)
             context = model.image_context(small)

@@ -88,13 +88,16 @@ def lookup_batched(images: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
 
 
 def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """Downscale a ``3 x H x W`` image so its long side is at most ``long_side`` (antialiased)."""
+    """Downscale a ``3 x H x W`` image, or a ``B x C x H x W`` batch, so its long side is at most
+    ``long_side`` (antialiased bilinear; never enlarged)."""
     height, width = image.shape[-2:]
     scale = long_side / max(height, width)
     if scale >= 1:
         return image
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    batch = image if image.dim() == 4 else image[None]
+    resized = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized if image.dim() == 4 else resized[0]
 
 
 def trilinear_corners(pixels: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]]:
