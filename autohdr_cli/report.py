@@ -22,11 +22,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .imageio import TEMP_MARKER, atomic_write_bytes
+from .models.lut import resize_long_side
 from .scores import IDENTITY, METRICS, EvaluateError, Evaluation, PhotoScores, Score, metric_named, summarize
 
 #: Long side of the report thumbnails, in pixels.
@@ -45,12 +45,7 @@ _HEAT_COLOURS = np.array(
 
 def thumbnail(image: torch.Tensor, size: int = THUMBNAIL_SIZE) -> torch.Tensor:
     """Shrink ``C x H x W`` so its long side is at most ``size`` (antialiased; never enlarged)."""
-    height, width = image.shape[-2:]
-    scale = size / max(height, width)
-    if scale >= 1:
-        return image
-    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return F.interpolate(image.unsqueeze(0).float(), size=shape, mode="bilinear", antialias=True)[0]
+    return resize_long_side(image.float(), size)
 
 
 def heat_colours(error_map: np.ndarray, top: float = HEAT_MAX) -> np.ndarray:
