@@ -384,6 +384,11 @@ def train(
         Optional[int], typer.Option("--train-size", min=8, help="Pairs are decoded once at this long side "
                                     "(default: lut 1536, others 512; smaller pairs stay at their own size).")
     ] = None,
+    crops: Annotated[
+        Optional[str],
+        typer.Option(help="How crops are cut: resized (30-100% of the photo, resized to --crop) or native "
+                     "(windows at --train-size, an edit's local parts at their own scale). Default: the model's."),
+    ] = None,
     log: Annotated[Optional[Path], typer.Option(help="CSV log of the run (default: OUTPUT with .csv).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     clip_grad: Annotated[
@@ -460,7 +465,7 @@ def train(
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,
         val_split=val_split, val_list=val_list, init=init,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
-        log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
+        crops=crops, log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,
         overwrite=overwrite,
         ema=0.0 if no_ema else ema, stream=stream, cache_dir=cache, workers=workers, precision=precision,

@@ -40,6 +40,7 @@ from .distributed import pick_device, shared_elapsed, start_distributed
 from .schedule import StepClock, forward_seed, learning_rate
 from .train_data import (
     IN_MEMORY_BYTES,
+    NativeCrops,
     PairData,
     StepBatches,
     TrainError,
@@ -72,7 +73,7 @@ DEFAULT_LR = 1e-3
 #: Settings that decide what a run computes; a resumed run must use the same ones.
 RECIPE_FIELDS = (
     "model", "batch", "lr", "weight_decay", "seed", "split_seed", "val_split", "crop", "train_size", "clip_grad",
-    "ema",
+    "ema", "crops",
 )
 
 #: Optimizer steps of a run given neither ``--steps`` nor ``--time-limit``.
@@ -83,6 +84,12 @@ DEFAULT_STEPS = 2000
 #: (model card); other models keep 512 until measured.
 DEFAULT_TRAIN_SIZE = {"lut": 1536}
 FALLBACK_TRAIN_SIZE = 512
+
+#: How training crops are cut when ``--crops`` is not given: ``resized`` (30-100% of the photo, resized to
+#: ``--crop``: the whole photo's composition) or ``native`` (windows at the decoded size: an edit's local
+#: parts at the scale they are used at). Models not named here use ``resized``.
+DEFAULT_CROPS: dict[str, str] = {}
+CROP_KINDS = ("resized", "native")
 
 #: Weight-EMA decay per model when ``--ema`` is not given (0 = off); measured on short runs (DESIGN.md).
 DEFAULT_EMA: dict[str, float] = {}
@@ -112,6 +119,7 @@ class TrainOptions:
     checkpoint_every: int = 250
     crop: int = 256
     train_size: int | None = None  # None: the model's DEFAULT_TRAIN_SIZE
+    crops: str | None = None  # "resized" or "native"; None: the model's DEFAULT_CROPS
     log: Path | None = None
     progress: bool = True
     stage: int | None = None  # DiffIR: 1 or 2 alone; None runs both in order
@@ -411,7 +419,10 @@ def _with_defaults(options: TrainOptions) -> TrainOptions:
     steps = options.steps if options.steps is not None or options.time_limit is not None else DEFAULT_STEPS
     train_size = options.train_size or DEFAULT_TRAIN_SIZE.get(options.model, FALLBACK_TRAIN_SIZE)
     ema = options.ema if options.ema is not None else DEFAULT_EMA.get(options.model, 0.0)
-    return dataclasses.replace(options, steps=steps, train_size=train_size, ema=ema)
+    crops = options.crops or DEFAULT_CROPS.get(options.model, "resized")
+    if crops not in CROP_KINDS:
+        raise TrainError(f"--crops must be one of {', '.join(CROP_KINDS)}, not {crops!r}")
+    return dataclasses.replace(options, steps=steps, train_size=train_size, ema=ema, crops=crops)
 
 
 def _check_options(options: TrainOptions) -> None:
@@ -624,6 +635,8 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
         data, validation = stream_split(split, options.train_size, cache)
     else:
         data, validation = decode_split(split, options.train_size)
+    if options.crops == "native":
+        data = NativeCrops(data)
     return data, validation, description, split.look_names()
 
 
