@@ -367,7 +367,8 @@ def train(
     init: Annotated[
         Optional[Path],
         typer.Option("--init", help="Fine-tune from this checkpoint of the same model (its config, under "
-                     "--config; a --config that changes shapes starts cold with a warning)."),
+                     "--config; a --config that changes shapes starts cold with a warning). Default: the model's "
+                     "shipped pretrained start (nafnet); 'none' starts from random weights."),
     ] = None,
     val_split: Annotated[float, typer.Option("--val-split", help="Fraction of pairs held out for validation.")] = 0.2,
     val_list: Annotated[
@@ -460,10 +461,12 @@ def train(
             if model != "ip2p":
                 raise _usage_error(f"--{name} is for --model ip2p only")
             model_config[name] = value
+    cold_start = init is not None and str(init) == "none"  # a file named none: --init ./none
     options = TrainOptions(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,
-        val_split=val_split, val_list=val_list, init=init,
+        val_split=val_split, val_list=val_list,
+        init=None if cold_start else init, pretrained_start=not cold_start,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         crops=crops, log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .checkpoint import CheckpointError, file_sha256, load_checkpoint, read_header, save_checkpoint
+from .checkpoint import DEFAULT_WEIGHTS_DIR, CheckpointError, file_sha256, load_checkpoint, read_header, save_checkpoint
 from .ema import WeightAverage
 from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
@@ -115,6 +115,7 @@ class TrainOptions:
     val_split: float = 0.2
     val_list: Path | None = None  # hold out exactly the pairs this file names (a whole source)
     init: Path | None = None  # start from this checkpoint's weights (same model), not from random ones
+    pretrained_start: bool = True  # with no init: start from the model's shipped pretrained start, if any
     val_every: int = 100
     checkpoint_every: int = 250
     crop: int = 256
@@ -491,18 +492,49 @@ def _with_init_config(options: TrainOptions) -> TrainOptions:
     return dataclasses.replace(options, model=start.name, config={**start.config, **options.config})
 
 
-def _start_from_init(model: nn.Module, options: TrainOptions, say: Callable[[str], None]) -> None:
-    """Copy ``--init``'s weights into a freshly built model, or say why the run starts cold instead."""
+def _start_from_init(model: nn.Module, options: TrainOptions, say: Callable[[str], None]) -> Path | None:
+    """Copy ``--init``'s weights into a freshly built model, or say why the run starts cold instead.
+    Returns the file started from (None: cold)."""
     weights = _load_init(options.init).model.state_dict()
-    own = model.state_dict()
-    differing = sorted(k for k in own.keys() | weights.keys()
-                       if k not in own or k not in weights or own[k].shape != weights[k].shape)
+    differing = _differing_shapes(model, weights)
     if differing:
         say(f"warning: --init {options.init}: {len(differing)} tensor(s) differ in shape from this --config "
             f"(first: {differing[0]}); starting from random weights instead")
-        return
+        return None
     model.load_state_dict(weights)
     say(f"starting from {options.init}")
+    return Path(options.init)
+
+
+def _differing_shapes(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    own = model.state_dict()
+    return sorted(k for k in own.keys() | weights.keys()
+                  if k not in own or k not in weights or own[k].shape != weights[k].shape)
+
+
+def pretrained_start_path(model_name: str) -> Path:
+    """Where the shipped pretrained start of ``model_name`` lives (it may not exist)."""
+    return DEFAULT_WEIGHTS_DIR / f"{model_name}-pretrained.safetensors"
+
+
+def _start_from_pretrained(model: nn.Module, options: TrainOptions, say: Callable[[str], None]) -> Path | None:
+    """Copy the model's shipped pretrained start into a freshly built model when its shapes fit this
+    config (a --config that changes shapes starts cold, with a note). Returns the file started from."""
+    path = pretrained_start_path(options.model)
+    if not path.is_file():
+        return None
+    try:
+        weights = load_checkpoint(path).model.state_dict()
+    except CheckpointError as e:
+        raise TrainError(f"the pretrained start: {e} (--init none starts cold)") from None
+    differing = _differing_shapes(model, weights)
+    if differing:
+        say(f"note: this --config changes {len(differing)} tensor shape(s) of the pretrained start "
+            f"{path.name} (first: {differing[0]}); starting from random weights")
+        return None
+    model.load_state_dict(weights)
+    say(f"starting from the pretrained start {path.name} (--init none for a cold start)")
+    return path
 
 
 def _build_model(
@@ -536,7 +568,9 @@ def _build_model(
     except (TypeError, ValueError) as e:
         raise TrainError(f"bad config for model {options.model!r}: {e}") from None
     if options.init is not None:
-        _start_from_init(model, options, say)
+        model.started_from = _start_from_init(model, options, say)
+    elif options.pretrained_start:
+        model.started_from = _start_from_pretrained(model, options, say)
     return model
 
 
@@ -716,8 +750,9 @@ def _train(options, data, validation, description, device, place, say, start_fro
         )
         if getattr(model.config, "stage", None) is not None:
             record["stage"] = model.config.stage
-        if options.init is not None:
-            record["init"] = Path(options.init).name
+        started_from = getattr(model, "started_from", None)
+        if started_from is not None:
+            record["init"] = Path(started_from).name
         if final:
             record["validation"] = final
         # Log, checkpoint, then state: after a crash anywhere here, --resume finds a consistent pair or

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .edits import LocalEditRanges, local_edits, random_local_edits
 from .imageio import PhotoError, atomic_write_bytes, load_image
 from .models.lut import resize_long_side  # noqa: F401 - re-exported: scripts and tests use it from here
 from .pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems, split_pairs
@@ -159,6 +160,21 @@ class NativeCrops:
     @whole_size.setter
     def whole_size(self, size: int) -> None:
         self.pairs.whole_size = size
+
+
+def native_windows(images: Sequence[torch.Tensor], crop: int) -> torch.Tensor:
+    """One random ``crop`` x ``crop`` window of each ``C x H x W`` image at its own scale (stretched when
+    the image is smaller), ``B x C x crop x crop``."""
+    pieces = []
+    for image in images:
+        height, width = image.shape[-2:]
+        top = int(torch.randint(max(1, height - crop + 1), ()))
+        left = int(torch.randint(max(1, width - crop + 1), ()))
+        piece = image[:, top : top + crop, left : left + crop]
+        if piece.shape[-2:] != (crop, crop):
+            piece = F.interpolate(piece[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
+        pieces.append(piece)
+    return torch.stack(pieces)
 
 
 def squash_pair(source: torch.Tensor, target: torch.Tensor, size: int) -> torch.Tensor:
@@ -409,6 +425,8 @@ class DegradedPhotos:
     look: int = 0
     variation: DegradationRanges | None = None
     whole_size: int = 0
+    local: LocalEditRanges | None = None  # random local edits on top of the global ones (pretraining)
+    native: bool = False  # windows at the photos' own scale instead of resized 30-100% crops
     _wholes: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -437,7 +455,9 @@ class DegradedPhotos:
         degraded whole.
         """
         picks = torch.randint(len(self.photos), (count,)).tolist()
-        clean = paired_augmentation()(random_crops([self.photos[i] for i in picks], crop)).contiguous()
+        chosen = [self.photos[i] for i in picks]
+        crops = native_windows(chosen, crop) if self.native else random_crops(chosen, crop)
+        clean = paired_augmentation()(crops).contiguous()
         wholes = torch.stack([self._whole(i) for i in picks]) if self.whole_size else None
         if self.variation is not None:
             shift = random_degradations(count, self.variation)
@@ -445,10 +465,16 @@ class DegradedPhotos:
             wholes = degrade(wholes, shift) if wholes is not None else None
         parameters = random_degradations(count, self.ranges)
         degraded = degrade(clean, parameters, wholes)
+        local = random_local_edits(count, self.local) if self.local is not None else None
+        if local is not None:
+            degraded = local_edits(degraded, local)
         looks = torch.full((count,), self.look)
         if wholes is None:
             return degraded, clean, looks
-        return degraded, clean, looks, torch.cat([degrade(wholes, parameters), wholes], dim=1)
+        degraded_wholes = degrade(wholes, parameters)
+        if local is not None:
+            degraded_wholes = local_edits(degraded_wholes, local)
+        return degraded, clean, looks, torch.cat([degraded_wholes, wholes], dim=1)
 
 
 @dataclass

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs=[], output=args.output, model="nafnet", config=dataclasses.asdict(config), steps=steps,
         time_limit=budget, batch=args.batch, lr=args.lr, seed=args.seed, device="cpu", crop=args.crop,
         train_size=args.train_size, val_every=10**9, checkpoint_every=max(1, steps // 10), log=args.log,
-        progress=sys.stderr.isatty(), init=args.init,
+        progress=sys.stderr.isatty(), init=args.init, pretrained_start=False,
     )
     result = train(options, data=data, validation=validation, description=description)
     print(json.dumps({"steps": result.steps, "seconds": round(result.seconds), "stopped_by": result.stopped_by,

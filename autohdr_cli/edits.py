@@ -1,0 +1,122 @@
+"""Random local photo edits: the half of "how photos get edited" that a global degradation cannot teach.
+
+Small pure functions on sRGB batches ``B x 3 x H x W`` in [0, 1]. Each edit takes one parameter per
+image, is the identity at 0 and goes both ways (lift or crush the shadows, add or take away local
+contrast), so a model trained to undo random mixes of them learns local tone and detail operations in
+general rather than one look. The global edits (exposure, white balance, contrast, saturation) are in
+:func:`autohdr_cli.train_data.degrade`; :class:`LocalEditRanges` and :func:`local_edits` add tone curves,
+shadows/highlights and local contrast on top of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+@dataclass
+class LocalEditRanges:
+    """How far each random local edit goes, drawn uniformly in ``[-x, x]`` per image.
+
+    ``radius`` is the size of the neighbourhood the local edits read, as a fraction of the image's
+    short side (drawn between the two values): shadows and highlights follow the smoothed brightness
+    there, local contrast is detail against that smoothed picture.
+    """
+
+    curve: float = 0.6  # S-curve (> 0) or flattening (< 0) of the tones, monotone for |c| < 1
+    midtones: float = 0.5  # gamma in stops: > 0 darkens the midtones, < 0 brightens them
+    shadows: float = 1.0  # stops of gain in the shadows (> 0 lifts them, < 0 crushes them)
+    highlights: float = 1.0  # stops of gain in the highlights (< 0 recovers them)
+    local_contrast: float = 0.8  # amount of detail against the smoothed picture added (> 0) or removed
+    radius: tuple[float, float] = (0.03, 0.15)
+
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """Rec. 709 luma of sRGB images, ``B x 1 x H x W``."""
+    weights = torch.tensor(_LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def smooth(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``sigma`` pixels, computed on a downscaled copy for large sigmas (fast at any
+    size; the result is smooth, so the upscale loses nothing that matters)."""
+    height, width = images.shape[-2:]
+    factor = max(1, int(sigma // 4))
+    small = F.interpolate(images, scale_factor=1 / factor, mode="area") if factor > 1 else images
+    s = max(sigma / factor, 0.5)
+    radius = max(1, int(3 * s))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (x / s) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = small.shape[1]
+    pad = min(radius, small.shape[-1] - 1, small.shape[-2] - 1)
+    blurred = small
+    if pad > 0:
+        k = kernel[radius - pad : radius + pad + 1]
+        k = k / k.sum()
+        blurred = F.pad(blurred, (pad, pad, 0, 0), mode="reflect")
+        blurred = F.conv2d(blurred, k.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+        blurred = F.pad(blurred, (0, 0, pad, pad), mode="reflect")
+        blurred = F.conv2d(blurred, k.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
+    if factor > 1:
+        blurred = F.interpolate(blurred, size=(height, width), mode="bilinear", align_corners=False)
+    return blurred
+
+
+def tone_curve(images: torch.Tensor, curve: torch.Tensor, midtones: torch.Tensor) -> torch.Tensor:
+    """A monotone tone curve per image: ``x - c sin(2 pi x) / (2 pi)`` (an S for c > 0), then a gamma of
+    ``2 ** midtones``. ``curve`` and ``midtones`` hold one value per image."""
+    c = curve.view(-1, 1, 1, 1).clamp(-0.95, 0.95)
+    x = images.clamp(0.0, 1.0)
+    shaped = x - c * torch.sin(2 * torch.pi * x) / (2 * torch.pi)
+    return shaped.clamp(1e-6, 1.0) ** midtones.view(-1, 1, 1, 1).exp2()
+
+
+def shadows_highlights(
+    images: torch.Tensor, shadows: torch.Tensor, highlights: torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """Gain in stops where the smoothed brightness is dark (``shadows``) or bright (``highlights``).
+
+    The gain follows the brightness smoothed over ``sigma`` pixels, so a dark corner is lifted as a
+    whole (as an editor's shadows slider or a brush does) instead of every dark pixel on its own.
+    """
+    base = smooth(luma(images), sigma).clamp(0.0, 1.0)
+    stops = shadows.view(-1, 1, 1, 1) * (1 - base) ** 2 + highlights.view(-1, 1, 1, 1) * base**2
+    linear = images.clamp(0.0, 1.0) ** 2.2 * stops.exp2()
+    return linear.clamp(0.0, 1.0) ** (1 / 2.2)
+
+
+def local_contrast(images: torch.Tensor, amount: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Detail against the picture smoothed over ``sigma`` pixels, scaled by ``1 + amount`` (clarity)."""
+    base = smooth(images, sigma)
+    return (base + (images - base) * (1 + amount.view(-1, 1, 1, 1))).clamp(0.0, 1.0)
+
+
+def random_local_edits(
+    count: int, ranges: LocalEditRanges, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``count x 6`` parameters: curve, midtones, shadows, highlights, local contrast, radius fraction."""
+    u = torch.rand(count, 6, generator=generator)
+    span = torch.tensor([ranges.curve, ranges.midtones, ranges.shadows, ranges.highlights, ranges.local_contrast])
+    parameters = (2 * u[:, :5] - 1) * span
+    low, high = ranges.radius
+    radius = low + (high - low) * u[:, 5:]
+    return torch.cat([parameters, radius], dim=1)
+
+
+def local_edits(images: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+    """Apply :func:`random_local_edits` ``parameters`` to ``images``: the tone curve, then shadows and
+    highlights, then local contrast. Images are edited one at a time where their radii differ."""
+    curve, midtones, shadows, highlights, amount, radius = parameters.unbind(dim=1)
+    out = tone_curve(images, curve, midtones)
+    short = min(images.shape[-2:])
+    edited = []
+    for index in range(images.shape[0]):
+        sigma = max(1.0, float(radius[index]) * short)
+        one = shadows_highlights(out[index : index + 1], shadows[index : index + 1], highlights[index : index + 1], sigma)
+        edited.append(local_contrast(one, amount[index : index + 1], sigma))
+    return torch.cat(edited)
