@@ -38,6 +38,7 @@ from .models import MODELS, build, make_config, resolve_preset
 from .models.ip2p import ModelUnavailable
 from .distributed import pick_device, shared_elapsed, start_distributed
 from .schedule import StepClock, forward_seed, learning_rate
+from .pairs import PairsError, read_stem_list
 from .train_data import (
     IN_MEMORY_BYTES,
     NativeCrops,
@@ -305,7 +306,7 @@ def _write_state(
     """
     import io
 
-    recipe = {name: getattr(options, name) for name in RECIPE_FIELDS}
+    recipe = _recipe(options)
     state = {"step": step, "optimizer": optimizer.state_dict(), "recipe": recipe, "seconds": elapsed,
              "budget": options.time_limit, "checkpoint_sha256": checkpoint_sha256}
     if raw is not None:
@@ -313,6 +314,17 @@ def _write_state(
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(state_path(path), buffer.getvalue())
+
+
+def _recipe(options: TrainOptions) -> dict:
+    """The settings a resumed run must share with the interrupted one. The held-out list counts by the
+    pairs it names (sorted stems), so a moved list file still matches and an edited one does not."""
+    recipe = {name: getattr(options, name) for name in RECIPE_FIELDS}
+    try:
+        recipe["val_list"] = sorted(read_stem_list(options.val_list)) if options.val_list is not None else None
+    except PairsError as e:
+        raise TrainError(str(e)) from None
+    return recipe
 
 
 def _read_state(path: Path) -> dict:
@@ -638,11 +650,18 @@ def _check_resume(state: dict, options: TrainOptions) -> None:
                 f"holds step {state['step']}: they were not saved together (a crash between the two writes, or a "
                 "replaced file), so the run cannot continue exactly; start it again with --overwrite"
             )
-    for name in RECIPE_FIELDS:
+    recipe = _recipe(options)
+    for name, value in recipe.items():
         stored = state["recipe"].get(name)
-        if stored is not None and stored != getattr(options, name):
+        if name == "val_list" and name in state["recipe"] and stored != value:  # a random split counts too
             raise TrainError(
-                f"--{name.replace('_', '-')} {getattr(options, name)} differs from the resumed run's {stored}; "
+                f"--val-list {options.val_list or '(none)'} holds out other pairs than the resumed run did "
+                f"({', '.join(stored) if stored else 'a random --val-split'}); resume with the same list"
+            )
+        if stored is not None and stored != value:
+            shown = getattr(options, name) if name == "val_list" else value
+            raise TrainError(
+                f"--{name.replace('_', '-')} {shown} differs from the resumed run's {stored}; "
                 "resume with the same settings to continue it exactly"
             )
 

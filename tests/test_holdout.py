@@ -119,3 +119,21 @@ def test_init_from_another_model_or_a_bad_file_is_one_line_and_exit_2(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     _, result = _train_tiny(tmp_path, "third", "--init", str(junk))
     assert result.exit_code == 2 and "--init" in result.output and "junk.safetensors" in result.output
+
+
+def test_resume_with_another_held_out_list_is_refused(tmp_path):
+    listing = tmp_path / "held.txt"
+    listing.write_text("p1\n")
+    first, result = _train_tiny(tmp_path, "first", "--config", json.dumps(TINY), "--val-list", str(listing))
+    assert result.exit_code == 0, result.output
+    moved = tmp_path / "moved.txt"
+    moved.write_text("p1.jpg\n")  # the same pair, named another way: still the same run
+    result = run_cli("train", str(tmp_path / "pairs"), "-o", str(first), "--resume", str(first), "--steps", "3",
+                     "--batch", "2", "--crop", "16", "--train-size", "32", "--quiet", "--val-list", str(moved))
+    assert result.exit_code == 0, result.output
+    other = tmp_path / "other.txt"
+    other.write_text("p2\n")
+    for extra in (["--val-list", str(other)], []):
+        result = run_cli("train", str(tmp_path / "pairs"), "-o", str(first), "--resume", str(first), "--steps", "4",
+                         "--batch", "2", "--crop", "16", "--train-size", "32", "--quiet", *extra)
+        assert result.exit_code == 2 and "holds out other pairs than the resumed run did (p1)" in result.output
