@@ -383,12 +383,12 @@ def train(
     crop: Annotated[int, typer.Option(min=8, help="Training crop size in pixels.")] = 256,
     train_size: Annotated[
         Optional[int], typer.Option("--train-size", min=8, help="Pairs are decoded once at this long side "
-                                    "(default: lut 1536, others 512; smaller pairs stay at their own size).")
+                                    "(default: lut and nafnet 1536, others 512; smaller pairs stay at their own size).")
     ] = None,
     crops: Annotated[
         Optional[str],
         typer.Option(help="How crops are cut: resized (30-100% of the photo, resized to --crop) or native "
-                     "(windows at --train-size, an edit's local parts at their own scale). Default: the model's."),
+                     "(windows at --train-size, an edit's local parts at their own scale). Default: nafnet native, others resized."),
     ] = None,
     log: Annotated[Optional[Path], typer.Option(help="CSV log of the run (default: OUTPUT with .csv).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -82,14 +82,14 @@ DEFAULT_STEPS = 2000
 
 #: Long side pairs are decoded at when ``--train-size`` is not given: the pairs' own size up to this.
 #: Measured: the lut gained 0.2 dB trained at the development pairs' native 1536 px instead of 512
-#: (model card); other models keep 512 until measured.
-DEFAULT_TRAIN_SIZE = {"lut": 1536}
+#: (model card); nafnet, with native crops, 1.0 dB (20 CPU-minutes, DESIGN.md); others keep 512 until measured.
+DEFAULT_TRAIN_SIZE = {"lut": 1536, "nafnet": 1536}
 FALLBACK_TRAIN_SIZE = 512
 
 #: How training crops are cut when ``--crops`` is not given: ``resized`` (30-100% of the photo, resized to
 #: ``--crop``: the whole photo's composition) or ``native`` (windows at the decoded size: an edit's local
 #: parts at the scale they are used at). Models not named here use ``resized``.
-DEFAULT_CROPS: dict[str, str] = {}
+DEFAULT_CROPS: dict[str, str] = {"nafnet": "native"}
 CROP_KINDS = ("resized", "native")
 
 #: Weight-EMA decay per model when ``--ema`` is not given (0 = off); measured on short runs (DESIGN.md).

@@ -41,7 +41,7 @@ from autohdr_cli import metrics
 from autohdr_cli.checkpoint import load_checkpoint
 from autohdr_cli.imageio import load_image
 from autohdr_cli.models.lut import apply_lut, identity_lut, trilinear_corners
-from autohdr_cli.pairs import find_pairs, split_pairs
+from autohdr_cli.pairs import find_pairs, read_stem_list, split_by_stems, split_pairs
 from autohdr_cli.inference import enhance_tensor
 from autohdr_cli.train_data import DegradationRanges, degrade, random_degradations, resize_long_side
 from autohdr_cli.devdata import data_option
@@ -208,9 +208,13 @@ def table(title: str, rows: dict[str, dict[str, float]], identity: str = "identi
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def held_out(pairs_folder: Path) -> tuple[list, list]:
-    """(training pairs, held-out pairs) at autohdr's default split."""
-    return split_pairs(find_pairs(pairs_folder).pairs, 0.2, 0)
+def held_out(pairs_folder: Path, val_list: Path | None = None) -> tuple[list, list]:
+    """(training pairs, held-out pairs): the pairs ``val_list`` names (a whole source), or autohdr's
+    default random split."""
+    pairs = find_pairs(pairs_folder).pairs
+    if val_list is not None:
+        return split_by_stems(pairs, read_stem_list(val_list))
+    return split_pairs(pairs, 0.2, 0)
 
 
 def autofix_table(args, held_out_stems: list[str]) -> tuple[str, dict]:
@@ -245,7 +249,7 @@ def autofix_table(args, held_out_stems: list[str]) -> tuple[str, dict]:
 
 def pairs_table(args) -> tuple[str, dict]:
     """Table 2: held-out before/after pairs."""
-    train_pairs, val_pairs = held_out(args.pairs)
+    train_pairs, val_pairs = held_out(args.pairs, args.val_list)
     print(f"fitting the static LUT on {len(train_pairs)} training pairs", file=sys.stderr)
     sources, targets = [], []
     for pair in train_pairs:
@@ -301,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-weights", type=Path, default=Path("autohdr_cli/weights/lut-default.safetensors"))
     parser.add_argument("--lut", type=Path, help="lut checkpoint trained on the pairs (autohdr train)")
     parser.add_argument("--nilut", type=Path, help="nilut checkpoint trained on the pairs (autohdr train)")
+    parser.add_argument("--val-list", type=Path, help="hold out the pairs this file names (a whole source) "
+                        "instead of the default random split, as train/evaluate --val-list")
     parser.add_argument("--size", type=int, default=1024, help="long side the photos are measured at")
     parser.add_argument("--per-photo", type=int, default=4, help="degradations per held-out photo")
     parser.add_argument("--skip-photos", action="store_true")
@@ -311,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     report: dict = {}
-    stems = [p.stem for p in held_out(args.pairs)[1]]
+    stems = [p.stem for p in held_out(args.pairs, args.val_list)[1]]
     if not args.skip_photos:
         text, report["autofix"] = autofix_table(args, stems)
         print(text + "\n")
