@@ -383,7 +383,7 @@ def train(
     crop: Annotated[int, typer.Option(min=8, help="Training crop size in pixels.")] = 256,
     train_size: Annotated[
         Optional[int], typer.Option("--train-size", min=8, help="Pairs are decoded once at this long side "
-                                    "(default: lut and nafnet 1536, others 512; smaller pairs stay at their own size).")
+                                    "(default: nafnet 1536, others 512; smaller pairs stay at their own size).")
     ] = None,
     crops: Annotated[
         Optional[str],

@@ -81,9 +81,9 @@ RECIPE_FIELDS = (
 DEFAULT_STEPS = 2000
 
 #: Long side pairs are decoded at when ``--train-size`` is not given: the pairs' own size up to this.
-#: Measured: the lut gained 0.2 dB trained at the development pairs' native 1536 px instead of 512
-#: (model card); nafnet, with native crops, 1.0 dB (20 CPU-minutes, DESIGN.md); others keep 512 until measured.
-DEFAULT_TRAIN_SIZE = {"lut": 1536, "nafnet": 1536}
+#: Measured at equal budgets (8 and 20 CPU-minutes, DESIGN.md): nafnet on native windows gained 1.0 dB at
+#: 1536 px over 512; the lut lost 0.5 dB at 1536 (fewer steps in the time), so it stays at 512.
+DEFAULT_TRAIN_SIZE = {"nafnet": 1536}
 FALLBACK_TRAIN_SIZE = 512
 
 #: How training crops are cut when ``--crops`` is not given: ``resized`` (30-100% of the photo, resized to
