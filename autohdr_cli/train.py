@@ -508,20 +508,9 @@ def _start_from_init(model: nn.Module, options: TrainOptions, say: Callable[[str
     """Copy ``--init``'s weights into a freshly built model, or say why the run starts cold instead.
     Returns the file started from (None: cold)."""
     weights = _load_init(options.init).model.state_dict()
-    differing = _differing_shapes(model, weights)
-    if differing:
-        say(f"warning: --init {options.init}: {len(differing)} tensor(s) differ in shape from this --config "
-            f"(first: {differing[0]}); starting from random weights instead")
-        return None
-    model.load_state_dict(weights)
-    say(f"starting from {options.init}")
-    return Path(options.init)
-
-
-def _differing_shapes(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
-    own = model.state_dict()
-    return sorted(k for k in own.keys() | weights.keys()
-                  if k not in own or k not in weights or own[k].shape != weights[k].shape)
+    cold = f"warning: --init {options.init}: {{count}} tensor(s) differ in shape from this --config " \
+           "(first: {first}); starting from random weights instead"
+    return _copy_start(model, weights, Path(options.init), cold, f"starting from {options.init}", say)
 
 
 def pretrained_start_path(model_name: str) -> Path:
@@ -539,13 +528,24 @@ def _start_from_pretrained(model: nn.Module, options: TrainOptions, say: Callabl
         weights = load_checkpoint(path).model.state_dict()
     except CheckpointError as e:
         raise TrainError(f"the pretrained start: {e} (--init none starts cold)") from None
-    differing = _differing_shapes(model, weights)
+    cold = f"note: this --config changes {{count}} tensor shape(s) of the pretrained start {path.name} " \
+           "(first: {first}); starting from random weights"
+    started = f"starting from the pretrained start {path.name} (--init none for a cold start)"
+    return _copy_start(model, weights, path, cold, started, say)
+
+
+def _copy_start(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, cold: str, started: str,
+                say: Callable[[str], None]) -> Path | None:
+    """Load ``weights`` into ``model`` and say ``started`` (returns ``path``), or, when any tensor's
+    name or shape differs, leave the model as built and say ``cold`` (returns None)."""
+    own = model.state_dict()
+    differing = sorted(k for k in own.keys() | weights.keys()
+                       if k not in own or k not in weights or own[k].shape != weights[k].shape)
     if differing:
-        say(f"note: this --config changes {len(differing)} tensor shape(s) of the pretrained start "
-            f"{path.name} (first: {differing[0]}); starting from random weights")
+        say(cold.format(count=len(differing), first=differing[0]))
         return None
     model.load_state_dict(weights)
-    say(f"starting from the pretrained start {path.name} (--init none for a cold start)")
+    say(started)
     return path
 
 
