@@ -294,7 +294,7 @@ class _Progress:
 
 
 def _write_state(
-    path: Path, optimizer: torch.optim.Optimizer, step: int, options: TrainOptions, elapsed: float,
+    path: Path, optimizer: torch.optim.Optimizer, step: int, options: TrainOptions, recipe: dict, elapsed: float,
     checkpoint_sha256: str, raw: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Save what --resume needs beyond the weights, atomically, next to the checkpoint.
@@ -306,7 +306,6 @@ def _write_state(
     """
     import io
 
-    recipe = _recipe(options)
     state = {"step": step, "optimizer": optimizer.state_dict(), "recipe": recipe, "seconds": elapsed,
              "budget": options.time_limit, "checkpoint_sha256": checkpoint_sha256}
     if raw is not None:
@@ -635,7 +634,7 @@ class CSVLog:
         self.rows.clear()
 
 
-def _check_resume(state: dict, options: TrainOptions) -> None:
+def _check_resume(state: dict, options: TrainOptions, recipe: dict) -> None:
     """Refuse to resume a checkpoint that is not the one its state was saved with, or with settings
     that would make the run differ from the interrupted one."""
     recorded = state.get("checkpoint_sha256")
@@ -650,7 +649,6 @@ def _check_resume(state: dict, options: TrainOptions) -> None:
                 f"holds step {state['step']}: they were not saved together (a crash between the two writes, or a "
                 "replaced file), so the run cannot continue exactly; start it again with --overwrite"
             )
-    recipe = _recipe(options)
     for name, value in recipe.items():
         stored = state["recipe"].get(name)
         if name == "val_list" and name in state["recipe"] and stored != value:  # a random split counts too
@@ -659,9 +657,8 @@ def _check_resume(state: dict, options: TrainOptions) -> None:
                 f"({', '.join(stored) if stored else 'a random --val-split'}); resume with the same list"
             )
         if stored is not None and stored != value:
-            shown = getattr(options, name) if name == "val_list" else value
             raise TrainError(
-                f"--{name.replace('_', '-')} {shown} differs from the resumed run's {stored}; "
+                f"--{name.replace('_', '-')} {value} differs from the resumed run's {stored}; "
                 "resume with the same settings to continue it exactly"
             )
 
@@ -715,10 +712,11 @@ def _autocast(device: torch.device, precision: str):
 def _train(options, data, validation, description, device, place, say, start_from: Path | None = None) -> TrainResult:
     _check_options(options)
     state = None
+    recipe = _recipe(options)  # read once: every save records the held-out list the run started with
     if options.resume is not None:
         _load_model(options.resume)  # a damaged checkpoint is refused before its state is even read
         state = _read_state(options.resume)
-        _check_resume(state, options)
+        _check_resume(state, options, recipe)
     options = _with_resumed_budget(options, state, say)
     look_names: list[str] = []
     if data is None:
@@ -778,7 +776,7 @@ def _train(options, data, validation, description, device, place, say, start_fro
         # refuses (the log's rows past the checkpoint's step are dropped on resume).
         log.flush()
         digest = save_checkpoint(options.output, shipped, training=record)
-        _write_state(options.output, optimizer, step, options, elapsed, digest,
+        _write_state(options.output, optimizer, step, options, recipe, elapsed, digest,
                      raw=model.state_dict() if average is not None else None)
 
     timer = StepClock(options.time_limit, options.steps, float(state.get("seconds", 0.0)) if state else 0.0,

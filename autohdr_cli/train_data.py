@@ -136,19 +136,9 @@ class NativeCrops:
 
     def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
         """``count`` aligned (source, target) crops of ``crop`` pixels, and their look indices."""
-        pieces, looks = [], []
         picks = torch.randint(len(self.pairs), (count,)).tolist()
-        for index in picks:
-            source, target = self.pairs.pair(index)
-            height, width = source.shape[-2:]
-            top = int(torch.randint(max(1, height - crop + 1), ()))
-            left = int(torch.randint(max(1, width - crop + 1), ()))
-            piece = torch.cat([source, target])[:, top : top + crop, left : left + crop]
-            if piece.shape[-2:] != (crop, crop):  # a photo smaller than the crop: stretch it
-                piece = F.interpolate(piece[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
-            pieces.append(piece)
-            looks.append(self.pairs.looks[index])
-        stacked = paired_augmentation()(torch.stack(pieces))
+        looks = [self.pairs.looks[index] for index in picks]
+        stacked = paired_augmentation()(native_windows([torch.cat(self.pairs.pair(index)) for index in picks], crop))
         source, target = (half.contiguous(memory_format=torch.channels_last) for half in (stacked[:, :3], stacked[:, 3:]))
         return self.pairs.with_wholes(picks, (source, target, torch.tensor(looks)))
 
