@@ -158,7 +158,7 @@ def test_cli_streams_pairs_through_a_cache_and_trains_in_bf16_on_the_cpu(pairs, 
 
 
 MEMORY_PROBE = textwrap.dedent('''
-    import resource, sys
+    import ctypes, ctypes.util, gc, sys
     from pathlib import Path
     import torch
     from autohdr_cli.pairs import find_pairs
@@ -172,10 +172,16 @@ MEMORY_PROBE = textwrap.dedent('''
     data.whole_size = 32
     for batch in step_batches(StepBatches(data, 4, 64, 0, 0), 0, 3 * count // 4 + 20):
         pass
-    # Memory held once every pair was drawn (resident now, with the data still alive), not the peak: a
-    # start-up or batch transient larger than the pairs would hide their growth in a peak.
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    print(pages * resource.getpagesize() // (1 << 20))
+    # Memory held once every pair was drawn (with the data still alive), not the peak: a start-up or batch
+    # transient larger than the pairs would hide their growth in a peak. Anonymous pages only, after the
+    # allocator hands back what was freed: shared libraries paged in and freed-but-kept heap vary by tens
+    # of MB from run to run (CI once saw 64 MB between two streamed runs) and are not data held.
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        ctypes.CDLL(libc).malloc_trim(0)
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    print(int(status["RssAnon"].split()[0]) // 1024)
 ''')
 
 
