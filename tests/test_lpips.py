@@ -230,3 +230,22 @@ def test_evaluate_refuses_an_unknown_sort_key(tmp_path, run):
     result = run("evaluate", pred, target, "--sort", "sharpness")
     assert result.exit_code == 2
     assert "--sort" in result.stderr and "lpips" in result.stderr
+
+
+def test_nafnet_trains_with_the_measured_perceptual_default_unless_told_or_the_crops_are_too_small(tmp_path, run):
+    for number in range(2):
+        pixels = gradient(48, 48, seed=number)
+        save_rgb(tmp_path / "pairs" / "source" / f"p{number}.png", pixels)
+        save_rgb(tmp_path / "pairs" / "target" / f"p{number}.png", np.clip(pixels.astype(int) + 12, 0, 255).astype(np.uint8))
+    config = json.dumps({"width": 8, "enc_blocks": [1], "dec_blocks": [1], "middle_blocks": 1, "whole_context": 0})
+
+    def weight(name: str, *extra) -> float:
+        output = tmp_path / f"{name}.safetensors"
+        result = run("train", tmp_path / "pairs", "-o", output, "--model", "nafnet", "--config", config, "--steps", "1",
+                     "--batch", "1", "--train-size", "48", "--val-split", "0", "--quiet", *extra)
+        assert result.exit_code == 0, result.output
+        return load_checkpoint(output).config["perceptual_weight"]
+
+    assert weight("default", "--crop", "32") == 1.0
+    assert weight("off", "--crop", "32", "--perceptual", "0") == 0.0
+    assert weight("small", "--crop", "16") == 0.0  # below LPIPS's smallest input: trained without the term
