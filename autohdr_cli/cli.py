@@ -402,7 +402,7 @@ def train(
     ] = None,
     perceptual: Annotated[
         Optional[float],
-        typer.Option(help="nafnet/diffir: weight of the LPIPS (AlexNet) loss term; 0 = off (default: 1 for nafnet with --crop 32 or more, else 0)."),
+        typer.Option(help="nafnet/diffir: weight of the LPIPS (AlexNet) loss term; 0 = off (default: 1 with --crop 32 or more, else 0)."),
     ] = None,
     pretrained: Annotated[
         Optional[str],
