@@ -92,8 +92,7 @@ FALLBACK_TRAIN_SIZE = 512
 DEFAULT_CROPS: dict[str, str] = {"nafnet": "native"}
 #: ``--perceptual`` when it is not given, by model (measured: weights/README.md, "The perceptual loss
 #: term"): at 1 x LPIPS and the same 20-minute budget NAFNet scored LPIPS -22% and +0.35 dB, DiffIR
-#: LPIPS -8% and ΔE2000 -7% at -0.02 dB. Crops smaller
-#: than LPIPS's smallest input train without it.
+#: LPIPS -8% and ΔE2000 -7% at -0.02 dB. Crops smaller than LPIPS's smallest input train without it.
 DEFAULT_PERCEPTUAL: dict[str, float] = {"nafnet": 1.0, "diffir": 1.0}
 CROP_KINDS = ("resized", "native")
 
