@@ -418,6 +418,12 @@ def train(
                      "shipped, e.g. 0.999 (default off: no gain measured on short lut and nafnet runs)."),
     ] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Ship the raw weights, no average.")] = False,
+    schedule: Annotated[
+        Optional[str],
+        typer.Option(help="Learning-rate shape after warm-up: cosine (decay over the whole run) or wsd (peak held, "
+                     "decay in the last fifth); both end at a tenth of the peak at --steps or --time-limit "
+                     "(default: cosine)."),
+    ] = None,
     stream: Annotated[
         Optional[bool],
         typer.Option("--stream/--in-memory", help="Read the pairs from a disk cache of decoded pairs instead of "
@@ -471,7 +477,7 @@ def train(
         crops=crops, log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,
         overwrite=overwrite,
-        ema=0.0 if no_ema else ema, stream=stream, cache_dir=cache, workers=workers, precision=precision,
+        ema=0.0 if no_ema else ema, schedule=schedule, stream=stream, cache_dir=cache, workers=workers, precision=precision,
     )
     oneshot = _oneshot_options(options) if model == "oneshot" or is_file_pair(pairs) else None
     try:

@@ -10,16 +10,27 @@ from typing import Callable
 from .train_data import step_seed
 
 
+#: Shapes of the decay after warm-up: ``cosine`` over the whole run, or ``wsd`` (warm-up, stable, decay):
+#: the peak rate held until the last :data:`WSD_DECAY` of the run, then a cosine down to the same floor.
+SCHEDULES = ("cosine", "wsd")
+WSD_DECAY = 0.2
+LR_FLOOR = 0.1
+
+
 def learning_rate(
-    base: float, step: int, steps: int | None, elapsed: float = 0.0, budget: float | None = None
+    base: float, step: int, steps: int | None, elapsed: float = 0.0, budget: float | None = None,
+    shape: str = "cosine",
 ) -> float:
-    """Linear warm-up, then cosine decay to a tenth of ``base`` at the run's end.
+    """Linear warm-up, then a decay to a tenth of ``base`` at the run's end.
 
     The end is ``steps`` steps or ``budget`` seconds, whichever comes first: progress is the larger of
     ``step / steps`` and ``elapsed / budget`` (the time measured so far), so a time-limited run is
     annealed when its time is up. Warm-up lasts 5% of the steps or 5% of the budget, at most 100 steps.
-    With ``steps`` alone this is the schedule of earlier versions, step for step.
+    ``shape`` is ``cosine`` (decay over the whole run; with ``steps`` alone the schedule of earlier
+    versions, step for step) or ``wsd`` (the peak held, the decay in the run's last fifth).
     """
+    if shape not in SCHEDULES:
+        raise ValueError(f"unknown schedule {shape!r} (known: {', '.join(SCHEDULES)})")
     warmup = max(1, min(100, steps // 20)) if steps else 100
     ramp = (step + 1) / warmup
     progress = step / max(1, steps) if steps else 0.0
@@ -27,7 +38,9 @@ def learning_rate(
         progress = max(progress, elapsed / budget)
         ramp = max(ramp, elapsed / (0.05 * budget))
     ramp, progress = min(1.0, ramp), min(1.0, progress)
-    return base * ramp * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    if shape == "wsd":
+        progress = max(0.0, progress - (1.0 - WSD_DECAY)) / WSD_DECAY
+    return base * ramp * (LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def forward_seed(seed: int, rank: int, step: int) -> int:

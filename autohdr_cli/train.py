@@ -37,7 +37,7 @@ from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
 from .models import MODELS, build, make_config, resolve_preset
 from .models.ip2p import ModelUnavailable
 from .distributed import pick_device, shared_elapsed, start_distributed
-from .schedule import StepClock, forward_seed, learning_rate
+from .schedule import SCHEDULES, StepClock, forward_seed, learning_rate
 from .pairs import PairsError, read_stem_list
 from .train_data import (
     IN_MEMORY_BYTES,
@@ -74,7 +74,7 @@ DEFAULT_LR = 1e-3
 #: Settings that decide what a run computes; a resumed run must use the same ones.
 RECIPE_FIELDS = (
     "model", "batch", "lr", "weight_decay", "seed", "split_seed", "val_split", "crop", "train_size", "clip_grad",
-    "ema", "crops",
+    "ema", "crops", "schedule",
 )
 
 #: Optimizer steps of a run given neither ``--steps`` nor ``--time-limit``.
@@ -98,6 +98,10 @@ CROP_KINDS = ("resized", "native")
 
 #: Weight-EMA decay per model when ``--ema`` is not given (0 = off); measured on short runs (DESIGN.md).
 DEFAULT_EMA: dict[str, float] = {}
+
+#: The learning rate's shape when ``--schedule`` is not given (``schedule.SCHEDULES``); models not named
+#: here use ``cosine``.
+DEFAULT_SCHEDULE: dict[str, str] = {}
 
 
 @dataclass
@@ -133,6 +137,7 @@ class TrainOptions:
     perceptual: float | None = None  # weight of the LPIPS loss term; None = the model config's default
     overwrite: bool = False  # replace an existing checkpoint, its .state, log and stage-1 files
     ema: float | None = None  # weight-EMA decay; None = the model's DEFAULT_EMA, 0 = off
+    schedule: str | None = None  # "cosine" or "wsd"; None = the model's DEFAULT_SCHEDULE
     stream: bool | None = None  # pairs from the disk cache; None = when they would not fit IN_MEMORY_BYTES
     cache_dir: Path | None = None  # the disk cache; None = default_cache_dir()
     workers: int | None = None  # DataLoader worker processes; None = 2 when streaming, else 0
@@ -434,14 +439,17 @@ def _with_perceptual(model_name: str, config: dict, weight: float | None) -> dic
 
 
 def _with_defaults(options: TrainOptions) -> TrainOptions:
-    """Fill in the settings left to the model and the budget: steps, train size, EMA, workers."""
+    """Fill in the settings left to the model and the budget: steps, train size, EMA, crops, schedule."""
     steps = options.steps if options.steps is not None or options.time_limit is not None else DEFAULT_STEPS
     train_size = options.train_size or DEFAULT_TRAIN_SIZE.get(options.model, FALLBACK_TRAIN_SIZE)
     ema = options.ema if options.ema is not None else DEFAULT_EMA.get(options.model, 0.0)
     crops = options.crops or DEFAULT_CROPS.get(options.model, "resized")
     if crops not in CROP_KINDS:
         raise TrainError(f"--crops must be one of {', '.join(CROP_KINDS)}, not {crops!r}")
-    return dataclasses.replace(options, steps=steps, train_size=train_size, ema=ema, crops=crops)
+    schedule = options.schedule or DEFAULT_SCHEDULE.get(options.model, "cosine")
+    if schedule not in SCHEDULES:
+        raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+    return dataclasses.replace(options, steps=steps, train_size=train_size, ema=ema, crops=crops, schedule=schedule)
 
 
 def _check_options(options: TrainOptions) -> None:
@@ -809,7 +817,9 @@ def _train(options, data, validation, description, device, place, say, start_fro
             # The step's own random numbers come from (seed, rank, step) alone: resuming redraws them exactly.
             torch.manual_seed(forward_seed(options.seed, place.rank, step))
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(options.lr, step, options.steps, elapsed, options.time_limit)
+                group["lr"] = learning_rate(
+                    options.lr, step, options.steps, elapsed, options.time_limit, options.schedule
+                )
             with _autocast(device, options.precision):
                 loss, parts = loss_module(*batch)
             optimizer.zero_grad(set_to_none=True)

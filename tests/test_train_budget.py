@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import TINY, InterruptAfter, options_for, run_cli, write_pairs
+from test_train import TINY, TINY_ARGS, InterruptAfter, options_for, run_cli, write_pairs
 
 from autohdr_cli.checkpoint import load_checkpoint
 from autohdr_cli.pairs import find_pairs
@@ -65,6 +65,18 @@ def test_learning_rate_follows_steps_or_time_whichever_ends_first():
     assert half_time == pytest.approx(0.55) and learning_rate(1.0, 100, 200, 1.0, 600.0) == pytest.approx(0.55)
 
 
+def test_wsd_holds_the_peak_then_decays_to_the_same_floor_in_the_last_fifth():
+    def wsd(elapsed):
+        return learning_rate(1.0, 1000, None, elapsed, 600.0, "wsd")
+
+    assert wsd(0.3 * 600) == wsd(0.79 * 600) == 1.0  # stable after warm-up, however many steps
+    assert wsd(0.9 * 600) == pytest.approx(0.55)  # half-way through the decay
+    assert wsd(600.0) == pytest.approx(0.1) == learning_rate(1.0, 1000, None, 600.0, 600.0, "cosine")
+    assert learning_rate(1.0, 0, 100, shape="wsd") == learning_rate(1.0, 0, 100)  # the same warm-up
+    with pytest.raises(ValueError, match="unknown schedule"):
+        learning_rate(1.0, 0, 100, shape="linear")
+
+
 def test_a_time_limited_run_anneals_to_its_floor_at_the_limit_and_resumes_on_the_same_plan(pairs, tmp_path):
     found = find_pairs(pairs).pairs
     data, validation = load_pairs(found[:4], 32), load_pairs(found[4:], 32)
@@ -96,6 +108,21 @@ def test_steps_and_time_limit_end_at_whichever_comes_first(pairs, tmp_path):
                    data, validation)
     assert result.stopped_by == "steps" and result.steps == 10
     assert float(log_rows(tmp_path / "a.csv")[-1]["lr"]) == pytest.approx(learning_rate(1e-3, 9, 10))
+
+
+def test_cli_schedule_wsd_holds_the_peak_and_resume_keeps_the_shape(pairs, tmp_path):
+    out = tmp_path / "w.safetensors"
+    result = run_cli("train", str(pairs), "-o", str(out), *TINY_ARGS, "--steps", "40", "--lr", "0.01",
+                     "--schedule", "wsd")
+    assert result.exit_code == 0, result.output
+    rates = [float(r["lr"]) for r in log_rows(tmp_path / "w.csv")]
+    assert rates[2:32] == [pytest.approx(0.01)] * 30  # peak held after a 2-step warm-up, to 80% of the run
+    assert rates[-1] == pytest.approx(learning_rate(0.01, 39, 40, shape="wsd")) and rates[-1] < 0.0015
+    again = run_cli("train", str(pairs), "-o", str(out), *TINY_ARGS, "--steps", "40", "--lr", "0.01",
+                    "--schedule", "cosine", "--resume", str(out))
+    assert again.exit_code == 2 and "--schedule cosine differs from the resumed run's wsd" in again.output
+    wrong = run_cli("train", str(pairs), "-o", str(tmp_path / "x.safetensors"), *TINY_ARGS, "--schedule", "linear")
+    assert wrong.exit_code == 2 and "--schedule must be one of cosine, wsd" in wrong.output
 
 
 def test_ema_is_what_ships_and_resume_keeps_the_raw_weights(pairs, tmp_path):
