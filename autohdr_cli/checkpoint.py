@@ -98,8 +98,19 @@ def config_dict(model: nn.Module) -> dict:
     return dataclasses.asdict(model.config)
 
 
-def checkpoint_bytes(model: nn.Module, training: dict | None = None, extra_metadata: dict | None = None) -> bytes:
-    """Serialise ``model`` and its metadata into the bytes of a ``.safetensors`` file."""
+#: A local model trained on top of a global one (``train --base``) holds that model's tensors under this
+#: prefix, and its name and config in the ``autohdr.base`` metadata: inference applies it to the whole
+#: photo first (``model.base``).
+BASE_PREFIX = "base."
+
+
+def checkpoint_bytes(
+    model: nn.Module, training: dict | None = None, extra_metadata: dict | None = None, base: nn.Module | None = None
+) -> bytes:
+    """Serialise ``model`` and its metadata into the bytes of a ``.safetensors`` file.
+
+    ``base`` (or the model's own ``base``) is the global model stored with it, to apply before it.
+    """
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
@@ -109,17 +120,34 @@ def checkpoint_bytes(model: nn.Module, training: dict | None = None, extra_metad
         "autohdr.version": __version__,
         "autohdr.training": json.dumps(training or {}, sort_keys=True, default=str),
     }
+    base = base if base is not None else getattr(model, "base", None)
+    if base is not None:
+        tensors.update({BASE_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in base.state_dict().items()})
+        metadata["autohdr.base"] = json.dumps({"model": name_of(base), "config": config_dict(base)}, sort_keys=True)
     metadata.update(extra_metadata or {})
     return save(tensors, metadata=metadata)
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, training: dict | None = None) -> str:
-    """Write ``model`` to ``path`` atomically (a crash mid-save leaves the old file intact).
+def model_digest(model: nn.Module) -> str:
+    """A short fingerprint of a model's name, config and weights (what a resumed run checks its base by)."""
+    digest = hashlib.sha256(name_of(model).encode())
+    digest.update(json.dumps(config_dict(model), sort_keys=True, default=str).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, training: dict | None = None, base: nn.Module | None = None
+) -> str:
+    """Write ``model`` (and the global ``base`` it is applied after) to ``path`` atomically (a crash
+    mid-save leaves the old file intact).
 
     Returns the SHA-256 of the bytes written (the training state records it, see ``train.py``).
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    data = checkpoint_bytes(model, training)
+    data = checkpoint_bytes(model, training, base=base)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
@@ -366,6 +394,11 @@ def load_checkpoint(
     if refused:
         raise CheckpointError(f"{path}: a {name!r} model takes no {', '.join(refused)}: those apply to ip2p checkpoints only")
     config.update(settings)
+    base_spec = _base_spec(path, metadata, name) if "autohdr.base" in metadata else None
+    own = header
+    if base_spec is not None:
+        own, base_header = _split_base(header)
+        check_tensors_fit(path, base_spec[0], base_spec[1], base_header)
     if getattr(MODELS[name], "needs_base", False):
         # Its network comes from a base model the file only names (ip2p): the config is checked here,
         # the few tensors the file holds by name and shape when they are loaded into the built model.
@@ -374,10 +407,12 @@ def load_checkpoint(
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: config does not fit model {name!r}: {e}") from None
     else:
-        check_tensors_fit(path, name, config, header)
+        check_tensors_fit(path, name, config, own)
     tensors = _read_tensors(path, header)
     try:
         model = build(name, config)
+        if base_spec is not None:
+            model.base = build(*base_spec)
     except ModelUnavailable as e:
         raise CheckpointError(f"{path}: {e}") from None
     except (TypeError, ValueError) as e:
@@ -389,6 +424,24 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: tensors do not match model {name!r}: {reason}") from None
     model.eval().to(map_location)
     return Checkpoint(model, name, config, metadata.get("autohdr.version", "?"), training, path, dict(metadata))
+
+
+def _base_spec(path: Path, metadata: dict[str, str], name: str) -> tuple[str, dict]:
+    """The name and config of the global model a local model's file holds as its base."""
+    spec = _json_object(path, metadata, "autohdr.base", "{}")
+    base_name, base_config = spec.get("model"), spec.get("config", {})
+    if base_name not in MODELS or not hasattr(MODELS[base_name], "predict_lut") or not isinstance(base_config, dict):
+        raise CheckpointError(f"{path}: damaged metadata (autohdr.base names no global model: {_describe_config(spec)})")
+    if hasattr(MODELS[name], "predict_lut") or getattr(MODELS[name], "needs_base", False):
+        raise CheckpointError(f"{path}: a {name!r} model cannot have a base model (only nafnet and diffir can)")
+    return base_name, base_config
+
+
+def _split_base(header: Header) -> tuple[Header, Header]:
+    """The header's own tensors and its base model's (their prefix taken off), as two headers."""
+    own = {k: v for k, v in header.tensors.items() if not k.startswith(BASE_PREFIX)}
+    base = {k[len(BASE_PREFIX):]: v for k, v in header.tensors.items() if k.startswith(BASE_PREFIX)}
+    return dataclasses.replace(header, tensors=own), dataclasses.replace(header, tensors=base)
 
 
 #: Where the shipped default weights live: ``weights/`` inside the package (package data, so a wheel

@@ -418,6 +418,12 @@ def train(
                      "shipped, e.g. 0.999 (default off: no gain measured on short lut and nafnet runs)."),
     ] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Ship the raw weights, no average.")] = False,
+    base: Annotated[
+        Optional[Path],
+        typer.Option(help="nafnet/diffir: a global model's checkpoint (e.g. a trained lut) applied to each whole "
+                     "photo first; the model learns what is left, and its file holds both (default: the base "
+                     "of the --resume or --init checkpoint, if it has one)."),
+    ] = None,
     schedule: Annotated[
         Optional[str],
         typer.Option(help="Learning-rate shape after warm-up: cosine (decay over the whole run) or wsd (peak held, "
@@ -477,7 +483,7 @@ def train(
         crops=crops, log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,
         overwrite=overwrite,
-        ema=0.0 if no_ema else ema, schedule=schedule, stream=stream, cache_dir=cache, workers=workers, precision=precision,
+        ema=0.0 if no_ema else ema, schedule=schedule, base=base, stream=stream, cache_dir=cache, workers=workers, precision=precision,
     )
     oneshot = _oneshot_options(options) if model == "oneshot" or is_file_pair(pairs) else None
     try:

@@ -533,10 +533,13 @@ def export_model(source: Path, output: Path, options: ExportOptions) -> ExportRe
 def _export_refusal(source: Path) -> str | None:
     """Why the checkpoint's model cannot be one graph (its class's ``export_refusal``), from the header alone."""
     try:
-        name = read_header(source).metadata.get("autohdr.model")
+        metadata = read_header(source).metadata
     except CheckpointError:
         return None  # loading it will say what is wrong
-    return getattr(MODELS.get(name or ""), "export_refusal", None)
+    if "autohdr.base" in metadata:
+        return ("it holds a base model (train --base) that edits the whole photo before the network tiles it; "
+                "one graph holding both is not supported yet (enhance with the .safetensors file itself)")
+    return getattr(MODELS.get(metadata.get("autohdr.model") or ""), "export_refusal", None)
 
 
 def _make_parent(output: Path) -> None:

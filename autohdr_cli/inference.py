@@ -42,6 +42,19 @@ def predict_luts(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model.predict_lut(thumbnails)
 
 
+def global_edit(model: nn.Module, images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """A global (LUT) model's edit of whole float images (``B x 3 x H x W``): one LUT per image, predicted
+    from its thumbnail and applied at full size. Not clipped: LUT values lie in the model's range."""
+    normalize = getattr(model, "normalize_input", None)
+    luts = blend_lut(predict_luts(model, images), strength)
+    return apply_lut(normalize(images) if normalize else images, luts)
+
+
+def base_of(model: nn.Module) -> nn.Module | None:
+    """The global model a local model's checkpoint applies to the whole photo first (``train --base``)."""
+    return getattr(model, "base", None)
+
+
 def enhance_tensor(
     model: nn.Module,
     images: torch.Tensor,
@@ -61,11 +74,10 @@ def enhance_tensor(
     batch = batch.to(device, torch.float32)
     with torch.inference_mode():
         if is_global(model):
-            normalize = getattr(model, "normalize_input", None)
-            luts = blend_lut(predict_luts(model, batch), strength)
-            result = apply_lut(normalize(batch) if normalize else batch, luts)
+            result = global_edit(model, batch, strength)
         else:
-            result = model(batch)
+            base = base_of(model)
+            result = model(batch if base is None else global_edit(base, batch).clamp(0.0, 1.0))
             if strength != 1.0:
                 result = batch + (result - batch) * strength
         result = result.clamp(0.0, 1.0).to(source_device)
@@ -211,11 +223,14 @@ class ModelEnhancer:
                     lut = self._predict(decoded.thumbnail)
                 return lambda: photo.with_pixels(self._apply_lut(photo, lut))
             images = pixels_to_device(photo.pixels, self.device)
+            base = base_of(self.model)
+            # The base sees the whole photo (its LUT comes from the whole photo's thumbnail), before any tiling.
+            edited = images if base is None else global_edit(base, images).clamp(0.0, 1.0)
             if getattr(self.model, "tileable", False):
-                result = enhance_tiled(self.model, images, self.tile, self.tile_overlap, precision=self.precision)
+                result = enhance_tiled(self.model, edited, self.tile, self.tile_overlap, precision=self.precision)
             else:
                 with precision_context(self.device, self.precision):
-                    result = self.model(images).float()
+                    result = self.model(edited).float()
             if self.strength != 1.0:
                 result = images + (result - images) * self.strength
             pixels = pixels_from_device(result, photo.pixels.dtype)

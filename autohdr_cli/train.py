@@ -30,11 +30,19 @@ import torch
 from torch import nn
 
 from . import metrics
-from .checkpoint import DEFAULT_WEIGHTS_DIR, CheckpointError, file_sha256, load_checkpoint, read_header, save_checkpoint
+from .checkpoint import (
+    DEFAULT_WEIGHTS_DIR,
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    model_digest,
+    read_header,
+    save_checkpoint,
+)
 from .ema import WeightAverage
 from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
-from .models import MODELS, build, make_config, resolve_preset
+from .models import MODELS, build, make_config, name_of, resolve_preset
 from .models.ip2p import ModelUnavailable
 from .distributed import pick_device, shared_elapsed, start_distributed
 from .schedule import SCHEDULES, StepClock, forward_seed, learning_rate
@@ -43,6 +51,7 @@ from .train_data import (
     IN_MEMORY_BYTES,
     NativeCrops,
     PairData,
+    SourceEdit,
     StepBatches,
     TrainError,
     TrainingData,
@@ -138,6 +147,8 @@ class TrainOptions:
     overwrite: bool = False  # replace an existing checkpoint, its .state, log and stage-1 files
     ema: float | None = None  # weight-EMA decay; None = the model's DEFAULT_EMA, 0 = off
     schedule: str | None = None  # "cosine" or "wsd"; None = the model's DEFAULT_SCHEDULE
+    base: Path | None = None  # a global model's checkpoint, applied to each whole photo before this model
+    base_edit: SourceEdit | None = field(default=None, repr=False)  # the base, loaded (train() sets it)
     stream: bool | None = None  # pairs from the disk cache; None = when they would not fit IN_MEMORY_BYTES
     cache_dir: Path | None = None  # the disk cache; None = default_cache_dir()
     workers: int | None = None  # DataLoader worker processes; None = 2 when streaming, else 0
@@ -328,6 +339,7 @@ def _recipe(options: TrainOptions) -> dict:
     """The settings a resumed run must share with the interrupted one. The held-out list counts by the
     pairs it names (sorted stems), so a moved list file still matches and an edited one does not."""
     recipe = {name: getattr(options, name) for name in RECIPE_FIELDS}
+    recipe["base"] = options.base_edit.key if options.base_edit is not None else None
     try:
         recipe["val_list"] = sorted(read_stem_list(options.val_list)) if options.val_list is not None else None
     except PairsError as e:
@@ -404,6 +416,9 @@ def train(
     config = _with_perceptual(model_name, config, weight)
     lr = options.lr if options.lr is not None else getattr(MODELS.get(model_name), "default_lr", DEFAULT_LR)
     options = _with_defaults(dataclasses.replace(options, model=model_name, config=config, lr=lr))
+    options = _with_base(options)
+    if options.base_edit is not None and data is not None:
+        raise TrainError("--base applies to pairs folders; this run was given its own training data")
     in_the_way = files_in_the_way(options)
     if in_the_way:
         raise TrainError(f"{in_the_way[0]}: already exists; give --overwrite to replace it (and the run's other "
@@ -423,6 +438,39 @@ def train(
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _with_base(options: TrainOptions) -> TrainOptions:
+    """Load the global model the run learns on top of: ``--base``, else the base held by the checkpoint
+    it resumes or starts from (a local model trained with ``--base`` keeps it when fine-tuned)."""
+    if options.base is None:
+        held = [p for p in (options.resume, options.init) if p is not None and "autohdr.base" in _metadata(p)]
+        if not held:
+            return options
+        base, label = _load_model(held[0]).base, f"the base of {Path(held[0]).name}"
+    else:
+        base, label = _load_model(options.base), Path(options.base).name
+        if not hasattr(base, "predict_lut"):
+            raise TrainError(f"--base {options.base}: holds a {name_of(base)} model; the base is a global one "
+                             "(lut, cube, nilut, oneshot), applied to the whole photo first")
+    cls = MODELS[options.model]
+    if hasattr(cls, "predict_lut") or getattr(cls, "needs_base", False):
+        raise TrainError(f"--base is for the local models (nafnet, diffir), not --model {options.model}")
+    return dataclasses.replace(options, base_edit=SourceEdit(base.eval(), model_digest(base), label))
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        return read_header(path).metadata
+    except CheckpointError as e:
+        raise TrainError(str(e)) from None
+
+
+def _without_base(model: nn.Module) -> nn.Module:
+    """A loaded local model without the base its checkpoint holds: training applies the base to the data."""
+    if "base" in model._modules:
+        del model.base
+    return model
 
 
 def _with_perceptual(model_name: str, config: dict, weight: float | None) -> dict:
@@ -521,7 +569,7 @@ def _with_init_config(options: TrainOptions) -> TrainOptions:
 def _start_from_init(model: nn.Module, options: TrainOptions, say: Callable[[str], None]) -> Path | None:
     """Copy ``--init``'s weights into a freshly built model, or say why the run starts cold instead.
     Returns the file started from (None: cold)."""
-    weights = _load_init(options.init).model.state_dict()
+    weights = _without_base(_load_init(options.init).model).state_dict()
     cold = f"warning: --init {options.init}: {{count}} tensor(s) differ in shape from this --config " \
            "(first: {first}); starting from random weights instead"
     return _copy_start(model, weights, Path(options.init), cold, f"starting from {options.init}", say)
@@ -570,7 +618,7 @@ def _build_model(
     start stage 2 from."""
     if start_from is not None:
         try:
-            model = load_checkpoint(start_from).model
+            model = _without_base(load_checkpoint(start_from).model)
         except CheckpointError as e:
             raise TrainError(str(e)) from None
         model.begin_stage2()
@@ -578,7 +626,7 @@ def _build_model(
             model.config = dataclasses.replace(model.config, perceptual_weight=options.config["perceptual_weight"])
         return model
     if options.resume is not None:
-        return _load_model(options.resume)
+        return _without_base(_load_model(options.resume))
     config = dict(options.config)
     fields = {f.name for f in dataclasses.fields(MODELS[options.model].config_class)}
     # A model that holds several looks gets one per pairs folder, named after the folder.
@@ -671,6 +719,9 @@ def _check_resume(state: dict, options: TrainOptions, recipe: dict) -> None:
                 f"--val-list {options.val_list or '(none)'} holds out other pairs than the resumed run did "
                 f"({', '.join(stored) if stored else 'a random --val-split'}); resume with the same list"
             )
+        if name == "base" and stored is not None and stored != value:
+            raise TrainError(f"--base {options.base}: another model than the base the resumed run was trained on; "
+                             "resume without --base to keep its own")
         if stored is not None and stored != value:
             raise TrainError(
                 f"--{name.replace('_', '-')} {value} differs from the resumed run's {stored}; "
@@ -690,6 +741,8 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
         f"training on {description['train_pairs']} pairs, validating on {len(val_names)}"
         + (f": {', '.join(val_names)}" if val_names else "")
     )
+    if options.base_edit is not None:
+        say(f"learning what is left after {options.base_edit.label}: it edits every source (whole photo) first")
     count = description["train_pairs"] + len(val_names)
     stream = options.stream
     if stream is None:
@@ -697,9 +750,9 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
     if stream:
         cache = options.cache_dir or default_cache_dir()
         say(f"streaming the pairs from the cache in {cache} (decoded at {options.train_size} px on first use)")
-        data, validation = stream_split(split, options.train_size, cache)
+        data, validation = stream_split(split, options.train_size, cache, options.base_edit)
     else:
-        data, validation = decode_split(split, options.train_size)
+        data, validation = decode_split(split, options.train_size, options.base_edit)
     if options.crops == "native":
         data = NativeCrops(data)
     return data, validation, description, split.look_names()
@@ -785,12 +838,15 @@ def _train(options, data, validation, description, device, place, say, start_fro
         started_from = getattr(model, "started_from", None)
         if started_from is not None:
             record["init"] = Path(started_from).name
+        if options.base_edit is not None:
+            record["base"] = options.base_edit.label
         if final:
             record["validation"] = final
         # Log, checkpoint, then state: after a crash anywhere here, --resume finds a consistent pair or
         # refuses (the log's rows past the checkpoint's step are dropped on resume).
         log.flush()
-        digest = save_checkpoint(options.output, shipped, training=record)
+        digest = save_checkpoint(options.output, shipped, training=record,
+                                 base=options.base_edit.model if options.base_edit is not None else None)
         _write_state(options.output, optimizer, step, options, recipe, elapsed, digest,
                      raw=model.state_dict() if average is not None else None)
 
@@ -853,7 +909,9 @@ def _train(options, data, validation, description, device, place, say, start_fro
     final: dict[str, dict[str, float]] = {}
     if place.main and len(validation):
         label = getattr(model, "validation_label", options.model)
-        final = {"identity": evaluate_pairs(None, validation, device), label: evaluate_pairs(shipped, validation, device)}
+        # With a base, the validation sources are its edits: the first row is the base alone.
+        first = "identity" if options.base_edit is None else f"base ({name_of(options.base_edit.model)})"
+        final = {first: evaluate_pairs(None, validation, device), label: evaluate_pairs(shipped, validation, device)}
     save(step, elapsed, final)
     if place.main:
         say(f"{stopped_by}: {step} steps in {elapsed:.0f} s; wrote {options.output} (log {log.path})")

@@ -262,56 +262,79 @@ class DecodedCache:
             parts += [str(Path(path).resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
-    def image(self, path: Path) -> torch.Tensor:
-        """Photo ``path`` at ``long_side``, float32 ``3 x H x W``: decoded and cached on first use."""
-        file = self.folder / f"{self._key(path)}.npy"
+    def image(self, path: Path, edit: SourceEdit | None = None) -> torch.Tensor:
+        """Photo ``path`` at ``long_side``, float32 ``3 x H x W``, through ``edit`` when given: decoded
+        (and edited) and cached on first use."""
+        file = self.folder / f"{self._key(path, extra=edit.key if edit else '')}.npy"
         array = _read_array(file)
         if array is None:
-            decoded = decode_for_training(path, self.long_side).numpy()
-            array = np.rint(decoded * 65535.0).astype(np.uint16)
+            decoded = decode_for_training(path, self.long_side)
+            decoded = edit(decoded) if edit else decoded
+            array = np.rint(decoded.numpy() * 65535.0).astype(np.uint16)
             _write_array(file, array)
         return torch.from_numpy(array.astype(np.float32) * np.float32(1.0 / 65535.0))
 
-    def whole(self, source: Path, target: Path, size: int) -> torch.Tensor:
+    def whole(self, source: Path, target: Path, size: int, edit: SourceEdit | None = None) -> torch.Tensor:
         """The pair's whole photos squashed to ``size`` square (see :func:`squash_pair`), cached once per pair."""
-        file = self.folder / f"{self._key(source, target, extra=f'whole{size}')}.npy"
+        extra = f"whole{size}" + (edit.key if edit else "")
+        file = self.folder / f"{self._key(source, target, extra=extra)}.npy"
         array = _read_array(file)
         if array is None:
-            array = squash_pair(self.image(source), self.image(target), size).numpy()
+            array = squash_pair(self.image(source, edit), self.image(target), size).numpy()
             _write_array(file, array)
         return torch.from_numpy(array)
+
+
+@dataclass
+class SourceEdit:
+    """A global model's edit of whole training sources (``train --base``): the local model learns what
+    is left after it. ``key`` (the model's digest) tells cached edited photos apart; ``label`` names it
+    in the checkpoint's record."""
+
+    model: torch.nn.Module
+    key: str
+    label: str = ""
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` (``3 x H x W``) as the model edits the whole photo, clipped to [0, 1]."""
+        from .inference import global_edit
+
+        with torch.no_grad():
+            return global_edit(self.model, image[None].float())[0].clamp(0.0, 1.0)
 
 
 class CachedImages(Sequence):
     """A list of photos read from a :class:`DecodedCache` when indexed: nothing is held in memory."""
 
-    def __init__(self, cache: DecodedCache, paths: Sequence[Path]):
-        self.cache, self.paths = cache, list(paths)
+    def __init__(self, cache: DecodedCache, paths: Sequence[Path], edit: SourceEdit | None = None):
+        self.cache, self.paths, self.edit = cache, list(paths), edit
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
-        return self.cache.image(self.paths[index])
+        return self.cache.image(self.paths[index], self.edit)
 
 
 class DiskPairs(PairData):
     """Before/after pairs streamed from a :class:`DecodedCache`: memory does not grow with the pairs.
 
     It draws exactly the crops :class:`PairData` draws for the same generator state (the pixels differ
-    by the cache's 16-bit rounding); whole-photo thumbnails are cached on disk once per pair.
+    by the cache's 16-bit rounding); whole-photo thumbnails are cached on disk once per pair. With
+    ``edit``, the sources are the base model's edits of them (cached apart from the plain ones).
     """
 
-    def __init__(self, pairs: Sequence[Pair], looks: Sequence[int], cache: DecodedCache):
+    def __init__(self, pairs: Sequence[Pair], looks: Sequence[int], cache: DecodedCache,
+                 edit: SourceEdit | None = None):
         super().__init__(
-            CachedImages(cache, [p.source for p in pairs]), CachedImages(cache, [p.target for p in pairs]),
+            CachedImages(cache, [p.source for p in pairs], edit), CachedImages(cache, [p.target for p in pairs]),
             list(looks), [p.stem for p in pairs],
         )
-        self.cache = cache
+        self.cache, self.edit = cache, edit
 
     def whole(self, index: int) -> torch.Tensor:
         """Pair ``index``'s thumbnail (``6 x S x S``), from the disk cache."""
-        return self.cache.whole(self.sources.paths[index], self.targets.paths[index], self.whole_size)
+        return self.cache.whole(self.sources.paths[index], self.targets.paths[index], self.whole_size, self.edit)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -573,18 +596,26 @@ def split_folders(
     return split
 
 
-def stream_split(split: PairSplit, train_size: int, cache_dir: Path) -> tuple[DiskPairs, DiskPairs]:
-    """The training and validation pairs read from a disk cache in ``cache_dir`` (decoded on first use)."""
+def stream_split(
+    split: PairSplit, train_size: int, cache_dir: Path, edit: SourceEdit | None = None
+) -> tuple[DiskPairs, DiskPairs]:
+    """The training and validation pairs read from a disk cache in ``cache_dir`` (decoded on first use),
+    their sources through ``edit`` when given."""
     cache = DecodedCache(Path(cache_dir), train_size)
 
     def pairs_of(groups: list[list[Pair]]) -> DiskPairs:
-        return DiskPairs([p for g in groups for p in g], [look for look, g in enumerate(groups) for _ in g], cache)
+        looks = [look for look, g in enumerate(groups) for _ in g]
+        return DiskPairs([p for g in groups for p in g], looks, cache, edit)
 
     return pairs_of(split.train), pairs_of(split.validation)
 
 
-def decode_split(split: PairSplit, train_size: int) -> tuple[PairData, PairData]:
-    """Decode the training and validation pairs into memory, downscaled to ``train_size``."""
+def decode_split(split: PairSplit, train_size: int, edit: SourceEdit | None = None) -> tuple[PairData, PairData]:
+    """Decode the training and validation pairs into memory, downscaled to ``train_size``, their sources
+    through ``edit`` when given."""
     train = merge_pairs([load_pairs(pairs, train_size, look) for look, pairs in enumerate(split.train)])
     validation = merge_pairs([load_pairs(pairs, train_size, look) for look, pairs in enumerate(split.validation)])
+    if edit is not None:
+        for data in (train, validation):
+            data.sources = [edit(source) for source in data.sources]
     return train, validation
