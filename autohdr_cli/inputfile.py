@@ -17,30 +17,65 @@ class InputFileError(Exception):
     """A named input file is missing, unreadable or not a regular file; the message is ``FILE: reason``."""
 
 
-def open_regular_file(path: str | os.PathLike) -> io.BufferedReader:
-    """Open ``path`` for binary reading if it is a regular file; raises :class:`InputFileError` otherwise.
+class SpecialFile(Exception):
+    """The path is not a regular file; ``kind`` says what it is (see :func:`special_kind`)."""
 
-    The file is opened non-blocking (so a FIFO does not wait for a writer), checked with ``fstat``, and
-    handed back as an ordinary blocking file object.
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+def special_kind(mode: int) -> str | None:
+    """'FIFO', 'socket', 'device' or 'folder' for a ``st_mode`` that is not a regular file, else None."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "special file"
+
+
+def open_if_regular(path: str | os.PathLike) -> io.BufferedReader:
+    """Open ``path`` for binary reading if it is a regular file; :class:`SpecialFile` if it is not, and
+    the ``OSError`` of a missing or unreadable file as it comes.
+
+    The kind is checked with ``stat`` first (a FIFO is never opened), then again on the open file,
+    opened non-blocking, so a file swapped for a FIFO in between cannot hang the reader either.
     """
-    path = Path(path)
+    kind = special_kind(os.stat(path).st_mode)
+    if kind is not None:
+        raise SpecialFile(kind)
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+                         | getattr(os, "O_CLOEXEC", 0))
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path}: is a folder, not a file") from None
-    except OSError as e:
-        raise InputFileError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise InputFileError(f"{path}: is a folder, not a file")
-        if not stat.S_ISREG(mode):
-            raise InputFileError(f"{path}: not a regular file (a FIFO, socket or device), so it is not read")
+        kind = special_kind(os.fstat(descriptor).st_mode)
+        if kind is not None:
+            raise SpecialFile(kind)
         if hasattr(os, "set_blocking"):
             os.set_blocking(descriptor, True)
         return os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)
         raise
+
+
+def open_regular_file(path: str | os.PathLike) -> io.BufferedReader:
+    """Open ``path`` for binary reading if it is a regular file; raises :class:`InputFileError` otherwise."""
+    path = Path(path)
+    try:
+        return open_if_regular(path)
+    except SpecialFile as e:
+        if e.kind == "folder":
+            raise InputFileError(f"{path}: is a folder, not a file") from None
+        raise InputFileError(f"{path}: not a regular file (a FIFO, socket or device), so it is not read") from None
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: is a folder, not a file") from None
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot read: {e.strerror or e}") from None

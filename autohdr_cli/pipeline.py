@@ -48,7 +48,8 @@ from .outputs import (
     recipe_id,
     safe_relative,
 )
-from .probe import DEFAULT_MAX_MEGAPIXELS, special_kind
+from .inputfile import special_kind
+from .probe import DEFAULT_MAX_MEGAPIXELS
 
 if TYPE_CHECKING:
     from torch import nn

@@ -3,17 +3,19 @@
 Decoders allocate what a header declares: a file of a few MB can declare 500 MP and ask for gigabytes.
 :func:`probe` reads only the header (a few KB at most) of JPEG, PNG, TIFF (classic and BigTIFF, first
 page) and WebP files and returns the declared size, so a limit is checked before any decoder runs.
-:func:`open_regular` refuses FIFOs, sockets and devices before opening them: opening a FIFO for
+:func:`open_regular` refuses FIFOs, sockets and devices before opening them (through
+:func:`autohdr_cli.inputfile.open_if_regular`, which checkpoints and `.cube` files use too): opening a FIFO for
 reading waits for a writer forever.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from .inputfile import SpecialFile, open_if_regular
 
 #: Default for ``--max-megapixels``: real-estate panoramas pass 100 MP; 400 MP of 16-bit RGB is 2.4 GB.
 DEFAULT_MAX_MEGAPIXELS = 400.0
@@ -41,40 +43,13 @@ class Header:
         return self.width * self.height
 
 
-def special_kind(mode: int) -> str | None:
-    """'FIFO', 'socket', 'device' or 'folder' for a ``st_mode`` that is not a regular file, else None."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    if stat.S_ISDIR(mode):
-        return "folder"
-    return "special file"
-
-
 def open_regular(path: str | os.PathLike) -> BinaryIO:
-    """Open a regular file for reading; anything else raises :class:`HeaderError` without being opened.
-
-    The kind is checked with ``stat`` first (a FIFO is never opened), then again on the open file
-    (opened non-blocking, so a file swapped for a FIFO in between cannot hang us either).
-    """
-    kind = special_kind(os.stat(path).st_mode)
-    if kind is not None:
-        raise HeaderError(f"is a {kind}, not a photo file: skipped, never opened")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    """Open a photo file for reading if it is a regular file (:func:`inputfile.open_if_regular`); anything
+    else raises :class:`HeaderError` without being opened, a missing file its ``OSError``."""
     try:
-        kind = special_kind(os.fstat(fd).st_mode)
-        if kind is not None:
-            raise HeaderError(f"is a {kind}, not a photo file: skipped, never opened")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        return open_if_regular(path)
+    except SpecialFile as e:
+        raise HeaderError(f"is a {e.kind}, not a photo file: skipped, never opened") from None
 
 
 def check_pixels(header: Header, max_megapixels: float) -> None:
