@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from .resize import resize_long_side
+
 #: The shipped weights (package data).
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "lpips-alex.safetensors"
 #: Recorded in the weights file's metadata and the model card.
@@ -130,15 +132,9 @@ def network_on(device: torch.device | str = "cpu") -> AlexLPIPS:
 
 def scoring_copy(images: torch.Tensor, long_side: int = SCORE_LONG_SIDE) -> torch.Tensor:
     """``images`` (``... x 3 x H x W``) reduced so the long side is at most ``long_side`` (antialiased
-    bilinear), unchanged when already small enough."""
-    height, width = images.shape[-2:]
-    factor = long_side / max(height, width)
-    if factor >= 1.0:
-        return images
-    size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    batch = images if images.dim() == 4 else images.unsqueeze(0)
-    reduced = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return reduced.clamp(0.0, 1.0) if images.dim() == 4 else reduced[0].clamp(0.0, 1.0)
+    bilinear, clipped to [0, 1]), unchanged when already small enough."""
+    reduced = resize_long_side(images, long_side)
+    return images if reduced is images else reduced.clamp(0.0, 1.0)
 
 
 def lpips(first: torch.Tensor, second: torch.Tensor, long_side: int | None = SCORE_LONG_SIDE) -> torch.Tensor:

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .imageio import TEMP_MARKER, atomic_write_bytes
-from .models.lut import resize_long_side
+from .resize import resize_long_side
 from .scores import IDENTITY, METRICS, EvaluateError, Evaluation, PhotoScores, Score, metric_named, summarize
 
 #: Long side of the report thumbnails, in pixels.

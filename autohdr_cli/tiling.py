@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE  # enhance's defaults
-from .models.lut import resize_long_side
+from .resize import resize_long_side
 
 #: Tiles per model call on a GPU (where batching fills the device). On a CPU one tile a call is fastest:
 #: measured 2606 ms/MP for one 256 px tile against 3027 for two, because a tile's feature maps then stay

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .edits import LocalEditRanges, local_edits, random_local_edits
 from .imageio import PhotoError, atomic_write_bytes, load_image
-from .models.lut import resize_long_side  # noqa: F401 - re-exported: scripts and tests use it from here
+from .resize import resize_long_side  # noqa: F401 - re-exported: scripts and tests use it from here
 from .pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems, split_pairs
 
 

@@ -87,19 +87,6 @@ def lookup_batched(images: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
     return looked_up.squeeze(2)
 
 
-def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """Downscale a ``3 x H x W`` image, or a ``B x C x H x W`` batch, so its long side is at most
-    ``long_side`` (antialiased bilinear; never enlarged)."""
-    height, width = image.shape[-2:]
-    scale = long_side / max(height, width)
-    if scale >= 1:
-        return image
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    batch = image if image.dim() == 4 else image[None]
-    resized = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return resized if image.dim() == 4 else resized[0]
-
-
 def trilinear_corners(pixels: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]]:
     """For ``N x 3`` (r, g, b) pixels in [0, 1]: the 8 corners of each one's cell in a ``size``-point
     LUT, as (flat node index into ``[b, g, r]``, trilinear weight, (b, g, r) step)."""

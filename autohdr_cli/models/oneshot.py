@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lut import identity_lut, lookup_batched, make_thumbnail, resize_long_side, trilinear_corners
+from ..resize import resize_long_side
+from .lut import identity_lut, lookup_batched, make_thumbnail, trilinear_corners
 
 #: Linear-light offset of the log luminance: log2(Y + EPS), about 1/4 of an 8-bit level in sRGB near black.
 EPS = 2.0**-12
