@@ -249,3 +249,22 @@ def test_nafnet_trains_with_the_measured_perceptual_default_unless_told_or_the_c
     assert weight("default", "--crop", "32") == 1.0
     assert weight("off", "--crop", "32", "--perceptual", "0") == 0.0
     assert weight("small", "--crop", "16") == 0.0  # below LPIPS's smallest input: trained without the term
+
+
+def test_diffir_trains_with_the_measured_perceptual_default_unless_told(tmp_path, run):
+    from test_diffir import TINY_JSON
+
+    for number in range(2):
+        pixels = gradient(48, 48, seed=number)
+        save_rgb(tmp_path / "pairs" / "source" / f"p{number}.png", pixels)
+        save_rgb(tmp_path / "pairs" / "target" / f"p{number}.png", np.clip(pixels.astype(int) + 12, 0, 255).astype(np.uint8))
+
+    def weight(name: str, *extra) -> float:
+        output = tmp_path / f"{name}.safetensors"
+        result = run("train", tmp_path / "pairs", "-o", output, "--model", "diffir", "--config", TINY_JSON, "--steps", "2",
+                     "--batch", "1", "--crop", "32", "--train-size", "48", "--val-split", "0", "--quiet", *extra)
+        assert result.exit_code == 0, result.output
+        return load_checkpoint(output).config["perceptual_weight"]
+
+    assert weight("default") == 1.0  # both stages: the final file is stage 2's
+    assert weight("off", "--perceptual", "0") == 0.0
