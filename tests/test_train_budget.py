@@ -125,6 +125,22 @@ def test_cli_schedule_wsd_holds_the_peak_and_resume_keeps_the_shape(pairs, tmp_p
     assert wrong.exit_code == 2 and "--schedule must be one of cosine, wsd" in wrong.output
 
 
+def test_nafnet_holds_its_peak_rate_by_default_and_the_lut_decays_over_the_whole_run(pairs, tmp_path):
+    nafnet = ["--model", "nafnet", "--config", json.dumps({"width": 4, "enc_blocks": [1], "dec_blocks": [1],
+              "middle_blocks": 1}), "--init", "none", "--perceptual", "0", "--crop", "16", "--train-size", "32",
+              "--batch", "2", "--quiet", "--steps", "20", "--lr", "0.01"]
+    result = run_cli("train", str(pairs), "-o", str(tmp_path / "n.safetensors"), *nafnet)
+    assert result.exit_code == 0, result.output
+    rates = [float(r["lr"]) for r in log_rows(tmp_path / "n.csv")]
+    assert rates[1:16] == [pytest.approx(0.01)] * 15  # wsd: the peak held to 80% of the run
+    assert rates[-1] == pytest.approx(learning_rate(0.01, 19, 20, shape="wsd")) and rates[-1] < 0.003
+    result = run_cli("train", str(pairs), "-o", str(tmp_path / "l.safetensors"), *TINY_ARGS, "--steps", "20",
+                     "--lr", "0.01")
+    assert result.exit_code == 0, result.output
+    rates = [float(r["lr"]) for r in log_rows(tmp_path / "l.csv")]
+    assert all(later < earlier for earlier, later in zip(rates[2:], rates[3:]))  # cosine from the warm-up on
+
+
 def test_ema_is_what_ships_and_resume_keeps_the_raw_weights(pairs, tmp_path):
     found = find_pairs(pairs).pairs
     data, validation = load_pairs(found[:4], 32), load_pairs(found[4:], 32)
