@@ -111,8 +111,8 @@ DEFAULT_EMA: dict[str, float] = {}
 #: The learning rate's shape when ``--schedule`` is not given (``schedule.SCHEDULES``); models not named
 #: here use ``cosine``. Measured at 20 CPU-minutes (weights/README.md, "The schedule's shape"): NAFNet's
 #: ~280 steps are far from converged, and holding the peak rate gained +0.68 dB (random split) and
-#: +0.34 dB (by source), LPIPS -6% and -8%.
-DEFAULT_SCHEDULE: dict[str, str] = {"nafnet": "wsd"}
+#: +0.34 dB (by source), LPIPS -6% and -8%; DiffIR's ~100 steps a stage +1.62 dB, LPIPS -19%.
+DEFAULT_SCHEDULE: dict[str, str] = {"nafnet": "wsd", "diffir": "wsd"}
 
 
 @dataclass
