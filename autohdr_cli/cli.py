@@ -68,6 +68,12 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+def _base_option(raw: str | None) -> str | Path | None:
+    """``--base`` as training takes it: the keywords ``auto`` and ``none`` as they are, else a file
+    (``./auto`` is a file of that name)."""
+    return raw if raw in (None, "auto", "none") else Path(raw)
+
+
 DEVICE_HELP = "Where models run: auto (the GPU if there is one), cpu, cuda or cuda:N."
 
 
@@ -365,7 +371,7 @@ def train(
         Optional[Path], typer.Option(help="Continue this checkpoint's run exactly (needs its FILE.state).")
     ] = None,
     init: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option("--init", help="Fine-tune from this checkpoint of the same model (its config, under "
                      "--config; a --config that changes shapes starts cold with a warning). Default: the model's "
                      "shipped pretrained start (nafnet); 'none' starts from random weights."),
@@ -419,10 +425,11 @@ def train(
     ] = None,
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Ship the raw weights, no average.")] = False,
     base: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(help="nafnet/diffir: a global model's checkpoint (e.g. a trained lut) applied to each whole "
-                     "photo first; the model learns what is left, and its file holds both (default: the base "
-                     "of the --resume or --init checkpoint, if it has one)."),
+                     "photo first; the model learns what is left, and its file holds both. 'auto' trains a lut "
+                     "first on a quarter of the budget (kept as NAME.base.safetensors); 'none' for no base. "
+                     "Default: the base of the --resume or --init checkpoint, if it has one."),
     ] = None,
     schedule: Annotated[
         Optional[str],
@@ -473,17 +480,17 @@ def train(
             if model != "ip2p":
                 raise _usage_error(f"--{name} is for --model ip2p only")
             model_config[name] = value
-    cold_start = init is not None and str(init) == "none"  # a file named none: --init ./none
+    cold_start = init == "none"  # the raw option: a file named none is --init ./none
     options = TrainOptions(
         pairs=pairs, output=output, model=model, config=model_config, steps=steps, time_limit=limit,
         batch=batch, lr=lr, weight_decay=weight_decay, seed=seed, split_seed=split_seed, device=device, resume=resume,
         val_split=val_split, val_list=val_list,
-        init=None if cold_start else init, pretrained_start=not cold_start,
+        init=None if cold_start or init is None else Path(init), pretrained_start=not cold_start,
         val_every=val_every, checkpoint_every=checkpoint_every, crop=crop, train_size=train_size,
         crops=crops, log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,
         overwrite=overwrite,
-        ema=0.0 if no_ema else ema, schedule=schedule, base=base, stream=stream, cache_dir=cache, workers=workers, precision=precision,
+        ema=0.0 if no_ema else ema, schedule=schedule, base=_base_option(base), stream=stream, cache_dir=cache, workers=workers, precision=precision,
     )
     oneshot = _oneshot_options(options) if model == "oneshot" or is_file_pair(pairs) else None
     try:

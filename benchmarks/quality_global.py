@@ -44,7 +44,7 @@ from autohdr_cli.models.lut import apply_lut, identity_lut, trilinear_corners
 from autohdr_cli.pairs import find_pairs, read_stem_list, split_by_stems, split_pairs
 from autohdr_cli.inference import enhance_tensor
 from autohdr_cli.train_data import DegradationRanges, degrade, random_degradations, resize_long_side
-from autohdr_cli.devdata import data_option
+from autohdr_cli.devdata import ENVIRONMENT_VARIABLE, data_option
 
 #: Seed of the benchmark's degradations (distinct from training's and the validation's).
 BENCHMARK_SEED = 2024
@@ -300,8 +300,9 @@ def pairs_table(args) -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     """Print the tables; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", **data_option("photos"))
-    parser.add_argument("--pairs", **data_option("pairs"))
+    # Each folder is needed only by the table that reads it: --skip-photos runs without --photos.
+    parser.add_argument("--photos", **{**data_option("photos"), "required": False})
+    parser.add_argument("--pairs", **{**data_option("pairs"), "required": False})
     parser.add_argument("--default-weights", type=Path, default=Path("autohdr_cli/weights/lut-default.safetensors"))
     parser.add_argument("--lut", type=Path, help="lut checkpoint trained on the pairs (autohdr train)")
     parser.add_argument("--nilut", type=Path, help="nilut checkpoint trained on the pairs (autohdr train)")
@@ -314,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no spinning on a busy machine)")
     args = parser.parse_args(argv)
+    for folder, skipped in (("photos", args.skip_photos), ("pairs", False)):
+        if getattr(args, folder) is None and not skipped:
+            parser.error(f"--{folder} is required (or set ${ENVIRONMENT_VARIABLE})")
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     report: dict = {}

@@ -119,3 +119,67 @@ def test_a_base_must_be_global_and_the_model_local(trained, tmp_path):
     onnx = run_cli("export", str(cascade), "-o", str(tmp_path / "c.onnx"))
     assert onnx.exit_code == 2 and "holds a base model" in onnx.output
     assert np.all([not p.name.startswith("c.onnx") for p in tmp_path.iterdir()])
+
+
+class FakeClock:
+    """A clock that moves a second each time it is read: a time-limited run without waiting for it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_base_auto_trains_a_lut_first_on_a_quarter_of_the_budget_and_the_file_holds_it(tmp_path):
+    from autohdr_cli.train import TrainOptions, train
+
+    pairs = write_pairs(tmp_path / "pairs", count=6, size=(64, 48))
+    output = tmp_path / "auto.safetensors"
+    options = TrainOptions(
+        pairs=[pairs], output=output, model="nafnet", config=json.loads(NAFNET), pretrained_start=False,
+        perceptual=0.0, crop=32, train_size=64, batch=2, progress=False, base="auto", time_limit=40.0,
+        clock=FakeClock(),
+    )
+    result = train(options, report=lambda line: None)
+    base_file = tmp_path / "auto.base.safetensors"
+    base = load_checkpoint(base_file)
+    assert base.name == "lut" and base.training["steps"] >= 2
+    assert 10.0 <= base.training["seconds"] <= 13.0  # a quarter of 40 s, give or take the clock's ticks
+    assert result.seconds <= 40.0 - base.training["seconds"] + 3.0  # the network had what the lut left
+    assert result.seconds >= 40.0 - base.training["seconds"] - 3.0
+
+    cascade = load_checkpoint(output)
+    assert cascade.name == "nafnet" and cascade.training["base"] == "auto.base.safetensors"
+    for key, value in base.model.state_dict().items():
+        assert torch.equal(cascade.model.base.state_dict()[key], value), key
+    # Both validate on the same held-out pairs: the cascade's first row is the lut it trained.
+    first_row = cascade.training["validation"]["base (lut)"]
+    assert first_row["psnr"] == pytest.approx(base.training["validation"]["lut"]["psnr"], abs=0.05)
+
+
+def test_base_auto_refuses_before_training_when_a_file_is_in_the_way_or_it_would_resume(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs", count=4, size=(48, 32))
+    output = tmp_path / "run.safetensors"
+    (tmp_path / "run.base.safetensors").write_bytes(b"someone's look")
+    refused = run_cli("train", str(pairs), "-o", str(output), *NAFNET_ARGS, "--steps", "2", "--base", "auto")
+    assert refused.exit_code == 2 and "run.base.safetensors: already exists" in refused.output
+    assert (tmp_path / "run.base.safetensors").read_bytes() == b"someone's look" and not output.exists()
+
+    resumed = run_cli("train", str(pairs), "-o", str(output), *NAFNET_ARGS, "--steps", "2", "--base", "auto",
+                      "--resume", str(output))
+    assert resumed.exit_code == 2 and "drop --base to resume" in resumed.output
+
+
+def test_keywords_auto_and_none_are_files_when_written_as_paths(tmp_path, monkeypatch):
+    pairs = write_pairs(tmp_path / "pairs", count=4, size=(48, 32))
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in NAFNET_ARGS if a not in ("--init", "none")]
+    as_file = run_cli("train", str(pairs), "-o", "x.safetensors", *args, "--steps", "1", "--base", "./auto")
+    assert as_file.exit_code == 2 and "auto" in as_file.output and not (tmp_path / "x.base.safetensors").exists()
+    init_file = run_cli("train", str(pairs), "-o", "y.safetensors", *args, "--steps", "1", "--init", "./none")
+    assert init_file.exit_code == 2 and "none" in init_file.output and not (tmp_path / "y.safetensors").exists()
+    no_base = run_cli("train", str(pairs), "-o", "z.safetensors", *NAFNET_ARGS, "--steps", "1", "--base", "none")
+    assert no_base.exit_code == 0, no_base.output
+    assert "base" not in load_checkpoint(tmp_path / "z.safetensors").training
