@@ -37,12 +37,14 @@ def base_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.base{output.suffix}")
 
 
-def wants_auto_base(options: TrainOptions, model_name: str) -> bool:
+def wants_auto_base(options: TrainOptions, model_name: str, own_data: bool = False) -> bool:
     """True when this run trains its own base first: ``--base auto``, or the model's default when no base
-    is given, the run resumes nothing and it does not start from a checkpoint that holds a base."""
+    is given, the run trains on pairs folders (not on ``own_data`` a script passes), resumes nothing and
+    does not start from a checkpoint that holds a base."""
     if options.base is not None:
         return isinstance(options.base, str) and options.base == AUTO  # Path("auto") is a file of that name
-    return DEFAULT_BASE.get(model_name) == AUTO and options.resume is None and not _holds_base(options.init)
+    return (DEFAULT_BASE.get(model_name) == AUTO and not own_data and options.resume is None
+            and not _holds_base(options.init))
 
 
 def _holds_base(checkpoint: Path | None) -> bool:

@@ -274,7 +274,7 @@ def train(
         model_name, config = resolve_preset(options.model, options.config)
     except KeyError as e:
         raise TrainError(str(e.args[0])) from None
-    if wants_auto_base(options, model_name):
+    if wants_auto_base(options, model_name, own_data=data is not None):
         if data is not None:
             raise TrainError("--base applies to pairs folders; this run was given its own training data")
         return train_on_auto_base(options, train, report)
