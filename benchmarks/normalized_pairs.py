@@ -1,14 +1,21 @@
 """Build a pairs folder whose sources are normalised for exposure and white point (issue 17's lever).
 
-Each source photo gets one exponent per channel (or one for all, ``--exposure-only``) that brings the channel's mean to ``--target``: a
-gray-world white balance and an exposure correction in one curve, ``y = x ** gamma``, which never clips
-and keeps 0 and 1 in place (so nothing is lost that the network could use). The targets are copied
-unchanged: a network trained on the new folder learns the look from normalised photos. Comparing it with
-the same run on the original folder measures the lever (``autohdr_cli/weights/README.md``, session 10)::
+Each source photo gets one exponent per channel (or one for all, ``--exposure-only``) that brings the
+channel's mean to ``--target``: a gray-world white balance and an exposure correction in one curve,
+``y = x ** gamma``, which never clips and keeps 0 and 1 in place. Two ways to use it:
 
-    python benchmarks/normalized_pairs.py "$AUTOHDR_DATA/pairs" pairs-normalized
-    autohdr train pairs-normalized --model nafnet --val-list holdout-small.txt -o nafnet-norm.safetensors
-    autohdr evaluate pairs-normalized --val-list holdout-small.txt -w nafnet-norm.safetensors
+* sources only (targets copied): the network learns the look from normalised photos. This throws away
+  what the look depends on (how bright and how tinted the original was): measured, it fails;
+* ``--normalize-targets``: each target goes under its source's curve too, the network learns the look in
+  normalised space, and ``--denormalize`` undoes each source's curve on its results before scoring::
+
+    python benchmarks/normalized_pairs.py "$AUTOHDR_DATA/pairs" pairs-n --normalize-targets
+    autohdr train pairs-n --model nafnet --val-list holdout-small.txt -o nafnet-n.safetensors
+    autohdr enhance HELD_OUT_NORMALISED_SOURCES results/ -w nafnet-n.safetensors --format tiff
+    python benchmarks/normalized_pairs.py "$AUTOHDR_DATA/pairs" back/ --denormalize results/
+    autohdr evaluate back/ HELD_OUT_TARGETS
+
+Results in ``autohdr_cli/weights/README.md`` (sessions 10-11).
 """
 
 from __future__ import annotations
@@ -44,23 +51,58 @@ def normalize_photo(image: np.ndarray, target: float, per_channel: bool = True) 
     return np.clip(image, 0.0, 1.0) ** normalizing_gammas(image, target, per_channel)
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit photo (JPEG, PNG) or a 16-bit TIFF as ``H x W x 3`` floats in [0, 1]."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return tifffile.imread(path)[..., :3] / 65535.0
+    with Image.open(path) as opened:
+        return np.asarray(opened.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def _write_tiff16(path: Path, image: np.ndarray) -> None:
+    tifffile.imwrite(path, np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16), photometric="rgb")
+
+
 def main() -> None:
-    """Write PAIRS_OUT/source (normalised sources, 16-bit TIFF) and PAIRS_OUT/target (copies)."""
+    """Write OUT/source (normalised sources, 16-bit TIFF) and OUT/target (copies, or with
+    ``--normalize-targets`` the targets under their source's curve); or, with ``--denormalize RESULTS``,
+    undo each source's curve on the model's results (matched by stem) into OUT."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pairs", type=Path, help="pairs folder with source/ and target/")
-    parser.add_argument("out", type=Path, help="new pairs folder")
+    parser.add_argument("pairs", type=Path, help="pairs folder with source/ and target/ (the originals)")
+    parser.add_argument("out", type=Path, help="new pairs folder (or, with --denormalize, the results' folder)")
     parser.add_argument("--target", type=float, default=0.45, help="each channel's mean after normalising")
     parser.add_argument("--exposure-only", action="store_true", help="one exponent for all channels: colours kept")
+    parser.add_argument("--normalize-targets", action="store_true",
+                        help="put each target under its source's curve too (the model then learns the look in "
+                             "normalised space, and --denormalize brings its results back)")
+    parser.add_argument("--denormalize", type=Path, metavar="RESULTS",
+                        help="a folder of the model's results on the normalised sources: write them back in the "
+                             "originals' space")
     args = parser.parse_args()
     per_channel = not args.exposure_only
+    sources = sorted((args.pairs / "source").iterdir())
+    if args.denormalize is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        originals = {path.stem: path for path in sources}
+        for result in sorted(args.denormalize.iterdir()):
+            if result.name.startswith("."):
+                continue  # enhance's manifest of the run
+            gammas = normalizing_gammas(_read_rgb(originals[result.stem]), args.target, per_channel)
+            _write_tiff16(args.out / (result.stem + ".tif"), _read_rgb(result) ** (1.0 / gammas))
+        return
     (args.out / "source").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(args.pairs / "target", args.out / "target", dirs_exist_ok=True)
-    for path in sorted((args.pairs / "source").iterdir()):
-        with Image.open(path) as opened:
-            image = np.asarray(opened.convert("RGB"), dtype=np.float64) / 255.0
-        result = np.round(normalize_photo(image, args.target, per_channel) * 65535.0).astype(np.uint16)
-        tifffile.imwrite(args.out / "source" / (path.stem + ".tif"), result, photometric="rgb")
-        print(path.stem, np.round(normalizing_gammas(image, args.target, per_channel), 3).tolist())
+    if not args.normalize_targets:
+        shutil.copytree(args.pairs / "target", args.out / "target", dirs_exist_ok=True)
+    else:
+        (args.out / "target").mkdir(parents=True, exist_ok=True)
+    targets = {path.stem: path for path in (args.pairs / "target").iterdir()}
+    for path in sources:
+        image = _read_rgb(path)
+        gammas = normalizing_gammas(image, args.target, per_channel)
+        _write_tiff16(args.out / "source" / (path.stem + ".tif"), np.clip(image, 0.0, 1.0) ** gammas)
+        if args.normalize_targets:
+            _write_tiff16(args.out / "target" / (path.stem + ".tif"), _read_rgb(targets[path.stem]) ** gammas)
+        print(path.stem, np.round(gammas, 3).tolist())
 
 
 if __name__ == "__main__":

@@ -45,3 +45,17 @@ def test_exposure_only_brightens_all_channels_by_one_curve(tmp_path):
     order_before, order_after = np.argsort(before, axis=-1), np.argsort(after, axis=-1)
     distinct = np.min(np.abs(np.diff(np.sort(before, axis=-1), axis=-1)), axis=-1) > 2 / 255
     assert np.array_equal(order_before[distinct], order_after[distinct])
+
+
+def test_targets_under_their_source_curve_come_back_by_denormalize(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs", count=2)
+    _normalize(pairs, tmp_path / "both", "--normalize-targets")
+    normalized_target = tifffile.imread(tmp_path / "both" / "target" / "p0.tif") / 65535.0
+    original = np.asarray(Image.open(pairs / "target" / "p0.png"), dtype=np.float64) / 255.0
+    assert np.abs(normalized_target - original).mean() > 0.02  # the curve did something
+    # Undoing each source's curve on the normalised targets gives the original targets back.
+    _normalize(pairs, tmp_path / "back", "--denormalize", str(tmp_path / "both" / "target"))
+    for index in range(2):
+        back = tifffile.imread(tmp_path / "back" / f"p{index}.tif") / 65535.0
+        original = np.asarray(Image.open(pairs / "target" / f"p{index}.png"), dtype=np.float64) / 255.0
+        assert np.abs(back - original).mean() < 0.5 / 255 and np.abs(back - original).max() < 8 / 255
