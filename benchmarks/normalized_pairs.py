@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
+
+from autohdr_cli.imageio import load_image
 
 #: Exponents are kept within these bounds: a photo that is nearly black or white in one channel is not
 #: pushed to extremes.
 GAMMA_RANGE = (1 / 3, 3.0)
-
 
 #: Rec. 709 weights: the brightness an exposure correction aims at.
 LUMA = np.array([0.2126, 0.7152, 0.0722])
@@ -46,17 +46,9 @@ def normalizing_gammas(image: np.ndarray, target: float, per_channel: bool = Tru
     return np.clip(np.log(target) / np.log(np.clip(means, 1e-3, 1 - 1e-3)), *GAMMA_RANGE)
 
 
-def normalize_photo(image: np.ndarray, target: float, per_channel: bool = True) -> np.ndarray:
-    """``image`` (``H x W x 3`` in [0, 1]) with each channel's (or its brightness's) mean brought to ``target``."""
-    return np.clip(image, 0.0, 1.0) ** normalizing_gammas(image, target, per_channel)
-
-
 def _read_rgb(path: Path) -> np.ndarray:
-    """An 8-bit photo (JPEG, PNG) or a 16-bit TIFF as ``H x W x 3`` floats in [0, 1]."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        return tifffile.imread(path)[..., :3] / 65535.0
-    with Image.open(path) as opened:
-        return np.asarray(opened.convert("RGB"), dtype=np.float64) / 255.0
+    """A photo as the CLI reads it (8- or 16-bit, oriented), ``H x W x 3`` floats in [0, 1]."""
+    return load_image(path).transpose(1, 2, 0).astype(np.float64)
 
 
 def _write_tiff16(path: Path, image: np.ndarray) -> None:
