@@ -663,7 +663,9 @@ def _train(options, data, validation, description, device, place, say, start_fro
     description = dict(description or {})
 
     model = _build_model(options, look_names, start_from, say).to(device).train()
-    channels_last = device.type == "cuda"  # faster convolutions on the GPU; the CPU path stays as measured
+    # The convolutional models train channels-last, on the CPU as on the GPU (a step 1.5-1.7x faster on
+    # the CPU: benchmarks/bench_train_step.py); a LUT model's 5-D tables have no channels-last form.
+    channels_last = getattr(model, "channels_last_training", False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     whole_size = getattr(model, "prior_size", 0)  # the model reads whole photos too: the data must bring them

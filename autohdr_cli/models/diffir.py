@@ -416,6 +416,8 @@ class DiffIR(nn.Module):
     clip_grad_norm = 1.0
     #: Convolutional apart from whole-image quantities that :meth:`image_context` supplies: tile it.
     tileable = True
+    #: Trains channels-last: a CPU step 1.49x faster than NCHW (benchmarks/bench_train_step.py).
+    channels_last_training = True
 
     def __init__(self, config: DiffIRConfig | None = None):
         super().__init__()
