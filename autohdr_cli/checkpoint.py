@@ -36,7 +36,7 @@ from torch import nn
 from . import __version__
 from .imageio import atomic_write_bytes
 from .inputfile import InputFileError, open_regular_file
-from .models import MODELS, build, make_config, name_of
+from .models import MODELS, build, can_be_base, make_config, name_of
 from .models.ip2p import ModelUnavailable
 
 
@@ -430,8 +430,8 @@ def _base_spec(path: Path, metadata: dict[str, str], name: str) -> tuple[str, di
     """The name and config of the global model a local model's file holds as its base."""
     spec = _json_object(path, metadata, "autohdr.base", "{}")
     base_name, base_config = spec.get("model"), spec.get("config", {})
-    if base_name not in MODELS or not hasattr(MODELS[base_name], "predict_lut") or not isinstance(base_config, dict):
-        raise CheckpointError(f"{path}: damaged metadata (autohdr.base names no global model: {_describe_config(spec)})")
+    if base_name not in MODELS or not can_be_base(MODELS[base_name]) or not isinstance(base_config, dict):
+        raise CheckpointError(f"{path}: damaged metadata (autohdr.base names no base model: {_describe_config(spec)})")
     if hasattr(MODELS[name], "predict_lut") or getattr(MODELS[name], "needs_base", False):
         raise CheckpointError(f"{path}: a {name!r} model cannot have a base model (only nafnet and diffir can)")
     return base_name, base_config

@@ -342,7 +342,7 @@ def train(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.safetensors).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut, nilut, nafnet, diffir or oneshot (one example pair); nafnet-base, diffir-small... for a preset.")] = "lut",
+    model: Annotated[str, typer.Option("--model", "-m", help="Backend to train: lut, localtone, nilut, nafnet, diffir or oneshot (one example pair); nafnet-base, diffir-small... for a preset.")] = "lut",
     config: Annotated[
         Optional[str], typer.Option(help='Model settings as JSON, e.g. \'{"lut_size": 17, "num_basis": 5}\'.')
     ] = None,
@@ -426,7 +426,7 @@ def train(
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Ship the raw weights, no average.")] = False,
     base: Annotated[
         Optional[str],
-        typer.Option(help="nafnet/diffir: a global model's checkpoint (e.g. a trained lut) applied to each whole "
+        typer.Option(help="nafnet/diffir: a whole-photo model's checkpoint (a trained lut or localtone) applied to each whole "
                      "photo first; the model learns what is left, and its file holds both. 'auto' trains a lut "
                      "first on a quarter of the budget (kept as NAME.base.safetensors); 'none' for no base. "
                      "Default: the base of the --resume or --init checkpoint, if it has one."),

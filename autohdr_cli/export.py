@@ -142,9 +142,10 @@ def model_lut(model: nn.Module, image: Path | None = None) -> torch.Tensor:
     """The ``3 x S x S x S`` LUT a global model applies (to ``image``, for the image-adaptive one)."""
     name = name_of(model)
     if not is_global(model):
+        other = "enhance with the .safetensors file itself" if getattr(model, "export_refusal", None) else "export it as onnx or pt2 instead"
         raise ExportError(
             f"model {name!r} is not a global colour mapping (it looks at neighbouring pixels), so it "
-            "cannot be a LUT; export it as onnx or pt2 instead"
+            f"cannot be a LUT; {other}"
         )
     if needs_image(model) and image is None:
         raise ExportError(

@@ -50,6 +50,13 @@ def global_edit(model: nn.Module, images: torch.Tensor, strength: float = 1.0) -
     return apply_lut(normalize(images) if normalize else images, luts)
 
 
+def base_edit(base: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A base model's edit of whole float images (``B x 3 x H x W``), clipped to [0, 1]: a global model's
+    LUT (:func:`global_edit`), or the model's own whole-photo pass (localtone)."""
+    edited = global_edit(base, images) if is_global(base) else base(images)
+    return edited.clamp(0.0, 1.0)
+
+
 def base_of(model: nn.Module) -> nn.Module | None:
     """The global model a local model's checkpoint applies to the whole photo first (``train --base``)."""
     return getattr(model, "base", None)
@@ -77,7 +84,7 @@ def enhance_tensor(
             result = global_edit(model, batch, strength)
         else:
             base = base_of(model)
-            result = model(batch if base is None else global_edit(base, batch).clamp(0.0, 1.0))
+            result = model(batch if base is None else base_edit(base, batch))
             if strength != 1.0:
                 result = batch + (result - batch) * strength
         result = result.clamp(0.0, 1.0).to(source_device)
@@ -225,7 +232,7 @@ class ModelEnhancer:
             images = pixels_to_device(photo.pixels, self.device)
             base = base_of(self.model)
             # The base sees the whole photo (its LUT comes from the whole photo's thumbnail), before any tiling.
-            edited = images if base is None else global_edit(base, images).clamp(0.0, 1.0)
+            edited = images if base is None else base_edit(base, images)
             if getattr(self.model, "tileable", False):
                 result = enhance_tiled(self.model, edited, self.tile, self.tile_overlap, precision=self.precision)
             else:

@@ -41,7 +41,7 @@ from .checkpoint import (
 from .ema import WeightAverage
 from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
-from .models import MODELS, build, make_config, name_of, resolve_preset
+from .models import MODELS, build, can_be_base, make_config, name_of, resolve_preset
 from .models.ip2p import ModelUnavailable
 from .distributed import pick_device, shared_elapsed, start_distributed
 from .schedule import SCHEDULES, StepClock, forward_seed, learning_rate
@@ -320,9 +320,9 @@ def _with_base(options: TrainOptions) -> TrainOptions:
         base, label = _load_model(held[0]).base, f"the base of {Path(held[0]).name}"
     else:
         base, label = _load_model(options.base), Path(options.base).name
-        if not hasattr(base, "predict_lut"):
-            raise TrainError(f"--base {options.base}: holds a {name_of(base)} model; the base is a global one "
-                             "(lut, cube, nilut, oneshot), applied to the whole photo first")
+        if not can_be_base(base):
+            raise TrainError(f"--base {options.base}: holds a {name_of(base)} model; the base is one that edits "
+                             "the whole photo at once (lut, cube, nilut, oneshot, localtone), applied first")
     cls = MODELS[options.model]
     if hasattr(cls, "predict_lut") or getattr(cls, "needs_base", False):
         raise TrainError(f"--base is for the local models (nafnet, diffir), not --model {options.model}")
@@ -360,6 +360,14 @@ def _with_defaults(options: TrainOptions) -> TrainOptions:
     """Fill in the settings left to the model and the budget: steps, train size, EMA, crops, schedule."""
     steps = options.steps if options.steps is not None or options.time_limit is not None else DEFAULT_STEPS
     train_size = options.train_size or DEFAULT_TRAIN_SIZE.get(options.model, FALLBACK_TRAIN_SIZE)
+    measured_at = _size_the_model_measures_at(options)
+    if measured_at is not None:
+        if options.train_size is not None and options.train_size != measured_at:
+            raise TrainError(
+                f"--train-size {options.train_size}: model {options.model!r} measures neighbourhoods on photos "
+                f"{measured_at} px long, so it trains at that size (change its context_size in --config instead)"
+            )
+        train_size = measured_at
     ema = options.ema if options.ema is not None else DEFAULT_EMA.get(options.model, 0.0)
     crops = options.crops or DEFAULT_CROPS.get(options.model, "resized")
     if crops not in CROP_KINDS:
@@ -368,6 +376,17 @@ def _with_defaults(options: TrainOptions) -> TrainOptions:
     if schedule not in SCHEDULES:
         raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     return dataclasses.replace(options, steps=steps, train_size=train_size, ema=ema, crops=crops, schedule=schedule)
+
+
+def _size_the_model_measures_at(options: TrainOptions) -> int | None:
+    """The decode size a model needs its training photos at (LocalTone: its ``context_size``), or None."""
+    field_name = getattr(MODELS.get(options.model), "train_size_field", None)
+    if field_name is None:
+        return None
+    try:
+        return int(getattr(make_config(options.model, options.config), field_name))
+    except (TypeError, ValueError):
+        return None  # a bad --config is reported by _check_options
 
 
 def _check_options(options: TrainOptions) -> None:

@@ -89,16 +89,18 @@ class PairData:
     looks: list[int]
     names: list[str]
     whole_size: int = 0
-    _wholes: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _wholes: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def whole(self, index: int) -> torch.Tensor:
         """Pair ``index``'s source and target squashed to ``whole_size`` square, ``6 x S x S`` (cached)."""
-        if index not in self._wholes:
-            self._wholes[index] = squash_pair(*self.pair(index), self.whole_size)
-        return self._wholes[index]
+        # Keyed by size too: one data object can serve models that read wholes of different sizes.
+        key = (index, self.whole_size)
+        if key not in self._wholes:
+            self._wholes[key] = squash_pair(*self.pair(index), self.whole_size)
+        return self._wholes[key]
 
     def pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Pair ``index``'s source and target, ``3 x H x W`` each."""
@@ -287,7 +289,7 @@ class DecodedCache:
 
 @dataclass
 class SourceEdit:
-    """A global model's edit of whole training sources (``train --base``): the local model learns what
+    """A base model's edit of whole training sources (``train --base``): the local model learns what
     is left after it. ``key`` (the model's digest) tells cached edited photos apart; ``label`` names it
     in the checkpoint's record."""
 
@@ -297,10 +299,10 @@ class SourceEdit:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` (``3 x H x W``) as the model edits the whole photo, clipped to [0, 1]."""
-        from .inference import global_edit
+        from .inference import base_edit
 
         with torch.no_grad():
-            return global_edit(self.model, image[None].float())[0].clamp(0.0, 1.0)
+            return base_edit(self.model, image[None].float())[0]
 
 
 class CachedImages(Sequence):
@@ -440,19 +442,20 @@ class DegradedPhotos:
     whole_size: int = 0
     local: LocalEditRanges | None = None  # random local edits on top of the global ones (pretraining)
     native: bool = False  # windows at the photos' own scale instead of resized 30-100% crops
-    _wholes: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _wholes: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.photos)
 
     def _whole(self, index: int) -> torch.Tensor:
         """Photo ``index`` squashed to ``whole_size`` square (cached)."""
-        if index not in self._wholes:
+        key = (index, self.whole_size)  # by size too, as PairData.whole
+        if key not in self._wholes:
             size = (self.whole_size, self.whole_size)
-            self._wholes[index] = F.interpolate(
+            self._wholes[key] = F.interpolate(
                 self.photos[index][None], size=size, mode="bilinear", antialias=True, align_corners=False
             )[0]
-        return self._wholes[index]
+        return self._wholes[key]
 
     def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
         """Random photos, cropped and turned, each degraded by its own random parameters.

@@ -49,7 +49,7 @@ FALLBACK_TRAIN_SIZE = 512
 #: How training crops are cut when ``--crops`` is not given: ``resized`` (30-100% of the photo, resized to
 #: ``--crop``: the whole photo's composition) or ``native`` (windows at the decoded size: an edit's local
 #: parts at the scale they are used at). Models not named here use ``resized``.
-DEFAULT_CROPS: dict[str, str] = {"nafnet": "native"}
+DEFAULT_CROPS: dict[str, str] = {"nafnet": "native", "localtone": "native"}
 #: ``--perceptual`` when it is not given, by model (measured: weights/README.md, "The perceptual loss
 #: term"): at 1 x LPIPS and the same 20-minute budget NAFNet scored LPIPS -22% and +0.35 dB, DiffIR
 #: LPIPS -8% and ΔE2000 -7% at -0.02 dB. Crops smaller than LPIPS's smallest input train without it.

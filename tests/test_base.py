@@ -112,7 +112,7 @@ def test_a_base_must_be_global_and_the_model_local(trained, tmp_path):
     folder, pairs, lut, cascade = trained
     out = str(tmp_path / "x.safetensors")
     not_global = run_cli("train", str(pairs), "-o", out, *NAFNET_ARGS, "--steps", "1", "--base", str(cascade))
-    assert not_global.exit_code == 2 and "holds a nafnet model; the base is a global one" in not_global.output
+    assert not_global.exit_code == 2 and "holds a nafnet model; the base is one that edits the whole photo" in not_global.output
     lut_on_lut = run_cli("train", str(pairs), "-o", out, "--model", "lut", "--steps", "1", "--base", str(lut))
     assert lut_on_lut.exit_code == 2 and "--base is for the local models" in lut_on_lut.output
     assert not Path(out).exists()

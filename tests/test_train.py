@@ -320,3 +320,17 @@ def test_model_preset_names_train_that_preset_with_config_overrides(pairs, tmp_p
     checkpoint = load_checkpoint(output)
     assert checkpoint.name == "nafnet"
     assert checkpoint.config["width"] == 4 and checkpoint.config["enc_blocks"] == [1, 1, 2, 2]  # medium's depths
+
+
+def test_whole_photos_follow_the_size_asked_for_when_it_changes(pairs):
+    """One data object can serve models that read whole photos of different sizes (a speed check
+    timing several models on the same pairs): each gets the size it asks for, not a cached other one."""
+    data = load_pairs(find_pairs(pairs).pairs, 32)
+    data.whole_size = 16
+    assert data.sample(3, 8)[3].shape[-2:] == (16, 16)
+    data.whole_size = 8
+    assert all(data.whole(index).shape == (6, 8, 8) for index in range(len(data)))
+    photos = DegradedPhotos([data.pair(index)[0] for index in range(len(data))], whole_size=16)
+    assert photos.sample(2, 8)[3].shape[-2:] == (16, 16)
+    photos.whole_size = 8
+    assert photos.sample(len(data) * 3, 8)[3].shape[-2:] == (8, 8)

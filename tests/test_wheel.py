@@ -54,7 +54,7 @@ def test_wheel_holds_the_default_weights_and_runs_the_default_job_from_another_f
     elsewhere.mkdir()
     where = _run_installed(installed, "-c", "import autohdr_cli; print(autohdr_cli.__file__)", cwd=elsewhere)
     assert Path(where.stdout.strip()).is_relative_to(installed), where.stdout + where.stderr
-    for name in ("lut", "nafnet", "diffir"):
+    for name in ("lut", "localtone", "nafnet", "diffir"):
         assert (installed / "autohdr_cli" / "weights" / f"{name}-default.safetensors").is_file()
 
     # The console script the wheel declares, run as a user would, on the default weights.

@@ -14,6 +14,7 @@ from torch import nn
 from . import diffir, nafnet
 from .diffir import DiffIR
 from .ip2p import InstructPix2Pix
+from .localtone import LocalTone
 from .lut import AdaptiveLUT, StaticLUT
 from .nafnet import NAFNet
 from .nilut import NILUT
@@ -23,6 +24,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "cube": StaticLUT,
     "lut": AdaptiveLUT,
     "nilut": NILUT,
+    "localtone": LocalTone,
     "nafnet": NAFNet,
     "diffir": DiffIR,
     "ip2p": InstructPix2Pix,
@@ -115,6 +117,12 @@ def make_config(name: str, values: dict | None = None):
 def build(name: str, config: dict | None = None) -> nn.Module:
     """Construct model ``name`` from a config dict (or its defaults)."""
     return MODELS[name](make_config(name, config))
+
+
+def can_be_base(model: nn.Module | type) -> bool:
+    """Whether a model (or model class) can be a ``train --base``: it edits a whole photo at once, either
+    as one LUT per photo (the global models) or in one pass of its own (``whole_photo_edit``: localtone)."""
+    return hasattr(model, "predict_lut") or getattr(model, "whole_photo_edit", False)
 
 
 def name_of(model: nn.Module) -> str:

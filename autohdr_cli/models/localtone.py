@@ -1,0 +1,235 @@
+"""Local tone: a per-pixel colour network that also reads how bright each pixel's neighbourhood is.
+
+Editors' local steps (shadows/highlights, local contrast, clarity, dodge and burn) change a pixel by
+how it compares with its surroundings at a few radii. This model gives that comparison to a small
+per-pixel MLP directly: for each pixel, its colour and the difference between its luminance and the
+Gaussian-blurred luminance around it at ``scales`` radii (fractions of the photo's long side, so a look
+means the same on a 2 MP and a 24 MP photo), plus the photo's mean luminance. The MLP predicts a colour
+change; the network never sees a pixel's position or any texture, so it cannot memorise photos, which is
+what makes a look learned from 20 photos hold on photos from other sources (autohdr_cli/weights/README.md).
+
+The blurred luminance is computed on a copy of the photo ``context_size`` pixels long (cheap, and the
+same copy at any photo size); the MLP then runs at full resolution on the bilinearly enlarged maps, in
+bands of rows so memory stays a few bands whatever the photo's size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..resize import resize_long_side
+
+#: Pixels per band of the full-resolution pass: bounds the enlarged context maps and the features.
+BAND_PIXELS = 1 << 16
+
+#: Pixels per matrix product when enhancing: the activations of a few thousand pixels stay in the CPU's
+#: cache (measured, one thread, 12 MP: 4.0 s in pieces of 4096 pixels, 6.1 s of 65536, 14.6 s of 262144).
+PIECE_PIXELS = 4096
+
+#: Rec. 601 luma weights: the "brightness" editors' local tools act on.
+LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass
+class LocalToneConfig:
+    """Per-pixel MLP of ``depth`` hidden layers of ``hidden`` units over colour and local contrast.
+
+    ``scales`` are the Gaussian radii (sigma) of the neighbourhoods, as fractions of the photo's long
+    side; ``context_size`` the long side of the copy they are measured on, which is also the size
+    training decodes the pairs at (crops of those photos). ``photo_mean`` adds the photo's mean luminance
+    as one more input (the neighbourhood at infinite radius). ``training_pixels``: the loss is taken on
+    this many random pixels of each training crop (0: all of them, with SSIM), so a step is cheap and a
+    time budget buys many steps, each seeing all its crops' photos.
+    """
+
+    scales: tuple[float, ...] = (0.005, 0.013, 0.026, 0.052, 0.1)
+    context_size: int = 512
+    photo_mean: bool = True
+    hidden: int = 64
+    depth: int = 2
+    training_pixels: int = 2048
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "scales": (1e-4, 1.0), "context_size": (16, 4096), "hidden": (1, 1024), "depth": (1, 16),
+    }
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """``B x 1 x H x W`` luma of ``B x 3 x H x W`` RGB images."""
+    weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``B x C x H x W`` maps, ``sigma`` in pixels; the border is mirrored
+    (edge values repeated where the map is smaller than the kernel's reach)."""
+    if sigma < 0.3:
+        return maps
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = maps.shape[1]
+    height, width = maps.shape[-2:]
+    mode = "reflect" if radius < min(height, width) else "replicate"
+    padded = F.pad(maps, (radius, radius, radius, radius), mode=mode)
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
+
+
+def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """:func:`gaussian_blur` at ``sigma`` pixels, computed on a copy shrunk by a power of two so the
+    kernel stays under ~25 taps (average-pooled down, bilinearly enlarged back): a wide blur is smooth,
+    so this changes it by a fraction of a percent of its range at a small share of the cost."""
+    factor = 1
+    while sigma / (factor * 2) >= 4.0 and min(maps.shape[-2:]) // (factor * 2) >= 8:
+        factor *= 2
+    if factor == 1:
+        return gaussian_blur(maps, sigma)
+    small = F.avg_pool2d(maps, factor, ceil_mode=True)
+    return F.interpolate(gaussian_blur(small, sigma / factor), size=maps.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def neighbourhood_luminance(images: torch.Tensor, scales: tuple[float, ...], long_side: int, photo_mean: bool) -> torch.Tensor:
+    """``B x K x H x W`` blurred luma of ``images`` at each of ``scales`` x ``long_side`` pixels, and the
+    mean luma of each image as a last map when ``photo_mean`` is set."""
+    luma = luminance(images)
+    maps = [smooth(luma, scale * long_side) for scale in scales]
+    if photo_mean:
+        maps.append(luma.mean(dim=(2, 3), keepdim=True).expand_as(luma))
+    return torch.cat(maps, dim=1)
+
+
+class LocalTone(nn.Module):
+    """Colour and neighbourhood brightness in, a colour change out, pixel by pixel (see the module notes).
+
+    Starts as the identity (the last layer is zero). Not tiled: ``forward`` takes the whole photo and
+    works through it in bands of rows.
+    """
+
+    config_class = LocalToneConfig
+    #: It edits a whole photo in one pass, so it can be another model's ``train --base``.
+    whole_photo_edit = True
+    #: Training decodes the pairs at this config field's size (``autohdr train`` reads it).
+    train_size_field = "context_size"
+    #: Why ``autohdr export`` offers no onnx/pt2 file: a traced graph fixes the blur kernels' lengths.
+    export_refusal = (
+        "its neighbourhood radii follow each photo's size, and a traced graph fixes the blur kernels' "
+        "lengths; not supported yet (enhance with the .safetensors file itself)"
+    )
+
+    def __init__(self, config: LocalToneConfig | None = None):
+        super().__init__()
+        self.config = config or LocalToneConfig()
+        config = self.config
+        if config.hidden < 1 or config.depth < 1 or config.context_size < 16:
+            raise ValueError("hidden and depth must be >= 1 and context_size >= 16")
+        self.inputs = 3 + len(config.scales) + (1 if config.photo_mean else 0)
+        layers: list[nn.Module] = [nn.Conv2d(self.inputs, config.hidden, 1)]
+        for _ in range(config.depth - 1):
+            layers += [nn.GELU(), nn.Conv2d(config.hidden, config.hidden, 1)]
+        layers += [nn.GELU(), nn.Conv2d(config.hidden, 3, 1)]
+        self.mlp = nn.Sequential(*layers)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    @property
+    def prior_size(self) -> int:
+        """Side of the squashed whole photos training brings along (for the photo's mean), or 0."""
+        return 32 if self.config.photo_mean else 0
+
+    def context(self, images: torch.Tensor) -> torch.Tensor:
+        """Neighbourhood luma maps ``B x K x h x w`` of whole photos, on a copy ``context_size`` long."""
+        small = resize_long_side(images.float(), self.config.context_size)
+        return neighbourhood_luminance(small, self.config.scales, max(small.shape[-2:]), self.config.photo_mean)
+
+    def apply(self, images: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Run the MLP on ``images`` (any size) with their context maps enlarged to it (same batch)."""
+        if context.shape[-2:] != images.shape[-2:]:
+            context = F.interpolate(context, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        features = torch.cat([images, context - luminance(images)], dim=1)
+        return images + self.mlp(features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Enhance whole photos ``B x 3 x H x W`` in [0, 1], in bands of rows (the same function as
+        :meth:`apply` on the whole photo; without gradients, the MLP runs on a few thousand pixels at a
+        time as plain matrix products)."""
+        context = self.context(images)
+        height, width = images.shape[-2:]
+        if torch.is_grad_enabled():
+            return self.apply(images, context)
+        band = max(1, BAND_PIXELS // width)
+        output = torch.empty_like(images)
+        for top in range(0, height, band):
+            bottom = min(height, top + band)
+            rows = images[:, :, top:bottom]
+            local = _band_of(context, top, bottom, height, width)
+            features = torch.cat([rows, local - luminance(rows)], dim=1)
+            output[:, :, top:bottom] = rows + self._mlp_by_pieces(features)
+        return output
+
+    def _mlp_by_pieces(self, features: torch.Tensor) -> torch.Tensor:
+        """The MLP on ``B x C x h x w`` features as matrix products over pieces of pixels (1x1 convolutions
+        are matrix products; pieces keep the activations in cache)."""
+        batch, channels, height, width = features.shape
+        pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)
+        out = torch.empty(pixels.shape[0], 3, dtype=features.dtype, device=features.device)
+        layers = [(layer.weight.flatten(1), layer.bias) if isinstance(layer, nn.Conv2d) else layer for layer in self.mlp]
+        piece = PIECE_PIXELS if features.device.type == "cpu" else pixels.shape[0]
+        for start in range(0, pixels.shape[0], piece):
+            values = pixels[start : start + piece]
+            for layer in layers:
+                values = F.linear(values, *layer) if isinstance(layer, tuple) else layer(values)
+            out[start : start + piece] = values
+        return out.view(batch, height, width, 3).permute(0, 3, 1, 2)
+
+    def training_loss(
+        self,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        looks: torch.Tensor | None = None,
+        whole: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss on crops of photos decoded ``context_size`` long (as ``autohdr train`` does).
+
+        The neighbourhoods are measured on the crop itself (mirrored at its edges) at the radii they have
+        in its whole photo, so crops must be windows at the decoded scale (``--crops native``). The
+        photo's mean comes from ``whole`` (each crop's whole photo, squashed) when it is given, else from
+        the crop. ``looks`` is not used.
+        """
+        from ..losses import ReconstructionLoss
+
+        context = neighbourhood_luminance(source, self.config.scales, self.config.context_size, self.config.photo_mean)
+        if self.config.photo_mean and whole is not None:
+            mean = luminance(whole[:, :3]).mean(dim=(2, 3), keepdim=True)
+            context = torch.cat([context[:, :-1], mean.expand_as(context[:, -1:])], dim=1)
+        loss = ReconstructionLoss()
+        count = self.config.training_pixels
+        if count and count < source.shape[-2] * source.shape[-1]:
+            # The model is per pixel: a random sample of each crop's pixels is an unbiased estimate of
+            # its pixel losses (SSIM, which needs neighbours, is left out).
+            picks = torch.randint(source.shape[-2] * source.shape[-1], (source.shape[0], 1, count), device=source.device)
+            source, target, context = (
+                values.flatten(2).gather(2, picks.expand(-1, values.shape[1], -1)).unsqueeze(2)
+                for values in (source, target, context)
+            )
+            loss = ReconstructionLoss(ssim=0.0)
+        prediction = self.apply(source, context)
+        total, parts = loss(prediction, target)
+        return total, {name: float(value.detach()) for name, value in parts.items()}
+
+
+def _band_of(context: torch.Tensor, top: int, bottom: int, height: int, width: int) -> torch.Tensor:
+    """Rows ``top:bottom`` of ``context`` enlarged bilinearly to ``height x width`` (the same values as
+    enlarging the whole map, ``align_corners=False``), without making the whole enlarged map."""
+    rows = (torch.arange(top, bottom, dtype=context.dtype, device=context.device) + 0.5) / height * 2.0 - 1.0
+    columns = (torch.arange(width, dtype=context.dtype, device=context.device) + 0.5) / width * 2.0 - 1.0
+    grid_y, grid_x = torch.meshgrid(rows, columns, indexing="ij")
+    grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).expand(context.shape[0], -1, -1, -1)
+    return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)
