@@ -427,7 +427,7 @@ def train(
     base: Annotated[
         Optional[str],
         typer.Option(help="nafnet/diffir: a whole-photo model's checkpoint (a trained lut or localtone) applied to each whole "
-                     "photo first; the model learns what is left, and its file holds both. 'auto' trains a lut "
+                     "photo first; the model learns what is left, and its file holds both. 'auto' trains a localtone "
                      "first on a quarter of the budget (kept as NAME.base.safetensors); 'none' for no base. "
                      "Default: the base of the --resume or --init checkpoint, if it has one."),
     ] = None,

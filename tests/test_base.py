@@ -132,7 +132,8 @@ class FakeClock:
         return self.now
 
 
-def test_base_auto_trains_a_lut_first_on_a_quarter_of_the_budget_and_the_file_holds_it(tmp_path):
+def test_base_auto_trains_a_base_first_on_a_quarter_of_the_budget_and_the_file_holds_it(tmp_path):
+    from autohdr_cli.cascade import BASE_MODEL
     from autohdr_cli.train import TrainOptions, train
 
     pairs = write_pairs(tmp_path / "pairs", count=6, size=(64, 48))
@@ -145,18 +146,18 @@ def test_base_auto_trains_a_lut_first_on_a_quarter_of_the_budget_and_the_file_ho
     result = train(options, report=lambda line: None)
     base_file = tmp_path / "auto.base.safetensors"
     base = load_checkpoint(base_file)
-    assert base.name == "lut" and base.training["steps"] >= 2
+    assert base.name == BASE_MODEL and base.training["steps"] >= 2
     assert 10.0 <= base.training["seconds"] <= 13.0  # a quarter of 40 s, give or take the clock's ticks
-    assert result.seconds <= 40.0 - base.training["seconds"] + 3.0  # the network had what the lut left
+    assert result.seconds <= 40.0 - base.training["seconds"] + 3.0  # the network had what the base left
     assert result.seconds >= 40.0 - base.training["seconds"] - 3.0
 
     cascade = load_checkpoint(output)
     assert cascade.name == "nafnet" and cascade.training["base"] == "auto.base.safetensors"
     for key, value in base.model.state_dict().items():
         assert torch.equal(cascade.model.base.state_dict()[key], value), key
-    # Both validate on the same held-out pairs: the cascade's first row is the lut it trained.
-    first_row = cascade.training["validation"]["base (lut)"]
-    assert first_row["psnr"] == pytest.approx(base.training["validation"]["lut"]["psnr"], abs=0.05)
+    # Both validate on the same held-out pairs: the cascade's first row is the base it trained.
+    first_row = cascade.training["validation"][f"base ({BASE_MODEL})"]
+    assert first_row["psnr"] == pytest.approx(base.training["validation"][BASE_MODEL]["psnr"], abs=0.05)
 
 
 def test_base_auto_refuses_before_training_when_a_file_is_in_the_way_or_it_would_resume(tmp_path):
