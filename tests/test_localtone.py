@@ -55,7 +55,7 @@ def test_bands_give_the_same_result_as_one_pass():
     images = photo(height, 300, seed=2)
     with torch.no_grad():
         banded = model(images)
-        whole = model.apply(images, model.context(images))
+        whole = model.enhance_with(images, model.context(images))
     assert torch.allclose(banded, whole, atol=1e-5)
 
 

@@ -149,8 +149,9 @@ class LocalTone(nn.Module):
         small = resize_long_side(images.float(), self.config.context_size)
         return neighbourhood_luminance(small, self.config.scales, max(small.shape[-2:]), self.config.photo_mean)
 
-    def apply(self, images: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Run the MLP on ``images`` (any size) with their context maps enlarged to it (same batch)."""
+    def enhance_with(self, images: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Run the MLP on ``images`` (any size) with their context maps enlarged to it (same batch).
+        (Not ``apply``: that name is ``nn.Module``'s, for running a function on every submodule.)"""
         if context.shape[-2:] != images.shape[-2:]:
             context = F.interpolate(context, size=images.shape[-2:], mode="bilinear", align_corners=False)
         features = torch.cat([images, context - luminance(images)], dim=1)
@@ -158,12 +159,12 @@ class LocalTone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Enhance whole photos ``B x 3 x H x W`` in [0, 1], in bands of rows (the same function as
-        :meth:`apply` on the whole photo; without gradients, the MLP runs on a few thousand pixels at a
-        time as plain matrix products)."""
+        :meth:`enhance_with` on the whole photo; without gradients, the MLP runs on a few thousand
+        pixels at a time as plain matrix products)."""
         context = self.context(images)
         height, width = images.shape[-2:]
         if torch.is_grad_enabled():
-            return self.apply(images, context)
+            return self.enhance_with(images, context)
         band = max(1, BAND_PIXELS // width)
         output = torch.empty_like(images)
         for top in range(0, height, band):
@@ -220,7 +221,7 @@ class LocalTone(nn.Module):
                 for values in (source, target, context)
             )
             loss = ReconstructionLoss(ssim=0.0)
-        prediction = self.apply(source, context)
+        prediction = self.enhance_with(source, context)
         total, parts = loss(prediction, target)
         return total, {name: float(value.detach()) for name, value in parts.items()}
 
