@@ -392,7 +392,7 @@ def load_checkpoint(
     allowed = getattr(MODELS[name], "runtime_settings", ())
     refused = sorted(set(settings) - set(allowed))
     if refused:
-        raise CheckpointError(f"{path}: a {name!r} model takes no {', '.join(refused)}: those apply to ip2p checkpoints only")
+        raise CheckpointError(f"{path}: a {name!r} model takes no {', '.join(refused)} setting (it takes: {', '.join(allowed) or 'none'})")
     config.update(settings)
     base_spec = _base_spec(path, metadata, name) if "autohdr.base" in metadata else None
     own = header
@@ -467,7 +467,7 @@ def load_model(
     path = Path(path)
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     if path.suffix.lower() == ".cube" and settings:
-        raise CheckpointError(f"{path}: a .cube look takes no {', '.join(sorted(settings))}: those apply to ip2p checkpoints only")
+        raise CheckpointError(f"{path}: a .cube look takes no {', '.join(sorted(settings))} setting (model checkpoints only)")
     if path.suffix.lower() == ".cube":
         from .cube import read_cube
         from .models.lut import StaticLUT

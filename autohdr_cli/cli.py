@@ -106,6 +106,21 @@ def main(
 # ---- enhance -------------------------------------------------------------------------------------
 
 
+#: ``enhance`` options that set a model's config field at load time, by field (``runtime_settings``).
+SETTING_FLAGS = {
+    "pretrained": "--pretrained", "inference_steps": "--steps", "image_guidance": "--image-guidance",
+    "text_guidance": "--text-guidance", "max_side": "--max-side", "lut_size": "--lut-size",
+}
+
+
+def _setting_owners(given: dict[str, str]) -> str:
+    """The models that take the given settings, e.g. 'ip2p' or 'localtone'."""
+    from .models import MODELS
+
+    owners = sorted(name for name, cls in MODELS.items() if set(given) & set(getattr(cls, "runtime_settings", ())))
+    return " or ".join(owners) or "no"
+
+
 def _pick_model_file(lut: Optional[Path], weights: Optional[Path], model: Optional[str]) -> Path:
     """The one model file an enhance run uses, from --lut, --weights, --model or the shipped default."""
     given = [name for name, value in (("--lut", lut), ("--weights", weights), ("--model", model)) if value]
@@ -204,6 +219,10 @@ def enhance(
     max_side: Annotated[
         Optional[int], typer.Option("--max-side", min=64, help="ip2p: long side of the copy the diffusion edits (default 512).")
     ] = None,
+    lut_size: Annotated[
+        Optional[int],
+        typer.Option("--lut-size", min=0, max=65, help="localtone: carry its edit of a small copy to the photo with a LUT of this many points per axis, fitted per photo (about 5x faster on large photos; 0 = every pixel through the model)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
     """Enhance a photo or a folder of photos with a look (.cube LUT or learned weights).
@@ -242,32 +261,36 @@ def enhance(
     except ValueError as e:
         raise _usage_error(str(e)) from None
     model_file = _pick_model_file(lut, weights, model)
-    # ip2p's settings, by config field; given for another model they are refused, not ignored.
-    ip2p_settings = {
+    # Settings some models take at load time, by config field (ip2p's sampling, localtone's LUT carry);
+    # given for another model they are refused, not ignored.
+    settings = {
         "pretrained": pretrained, "inference_steps": sampling_steps, "image_guidance": image_guidance,
-        "text_guidance": text_guidance, "max_side": max_side,
+        "text_guidance": text_guidance, "max_side": max_side, "lut_size": lut_size,
     }
-    given = [flag for flag, value in zip(("--pretrained", "--steps", "--image-guidance", "--text-guidance", "--max-side"),
-                                         ip2p_settings.values()) if value is not None]
+    given = {field: flag for field, flag in SETTING_FLAGS.items() if settings[field] is not None}
     if model_file.suffix.lower() == ".cube":
         # A .cube look runs on numpy alone: torch is never imported (two seconds of start-up saved).
         if style is not None:
             raise _usage_error("--style is for models that hold several looks (nilut), not a .cube LUT")
         if given:
-            raise _usage_error(f"{' '.join(given)}: for ip2p checkpoints only, not a .cube LUT")
+            raise _usage_error(f"{' '.join(given.values())}: for {_setting_owners(given)} checkpoints only, not a .cube LUT")
         try:
             enhancer_model = read_cube(model_file)
         except CubeError as e:
             raise _usage_error(str(e)) from None
     else:
-        from .checkpoint import CheckpointError, load_model
-
-        from .checkpoint import read_header
+        from .checkpoint import CheckpointError, load_model, read_header
+        from .models import MODELS
 
         try:
-            if given and read_header(model_file).metadata.get("autohdr.model") != "ip2p":
-                raise _usage_error(f"{' '.join(given)}: for ip2p checkpoints only; {model_file} is another model")
-            enhancer_model = load_model(model_file, settings=ip2p_settings)
+            if given:
+                name = read_header(model_file).metadata.get("autohdr.model") or ""
+                refused = [flag for field, flag in given.items() if field not in getattr(MODELS.get(name), "runtime_settings", ())]
+                if refused:
+                    raise _usage_error(
+                        f"{' '.join(refused)}: for {_setting_owners(given)} checkpoints only; {model_file} is a {name or 'other'} model"
+                    )
+            enhancer_model = load_model(model_file, settings=settings)
         except (CheckpointError, CubeError) as e:
             raise _usage_error(str(e)) from None
     if style is not None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -41,30 +43,34 @@ def luma(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
-def smooth(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``sigma`` pixels, computed on a downscaled copy for large sigmas (fast at any
-    size; the result is smooth, so the upscale loses nothing that matters)."""
-    height, width = images.shape[-2:]
-    factor = max(1, int(sigma // 4))
-    small = F.interpolate(images, scale_factor=1 / factor, mode="area") if factor > 1 else images
-    s = max(sigma / factor, 0.5)
-    radius = max(1, int(3 * s))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (x / s) ** 2)
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``B x C x H x W`` maps, ``sigma`` in pixels; the border is mirrored
+    (edge values repeated where the map is smaller than the kernel's reach)."""
+    if sigma < 0.3:
+        return maps
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    channels = small.shape[1]
-    pad = min(radius, small.shape[-1] - 1, small.shape[-2] - 1)
-    blurred = small
-    if pad > 0:
-        k = kernel[radius - pad : radius + pad + 1]
-        k = k / k.sum()
-        blurred = F.pad(blurred, (pad, pad, 0, 0), mode="reflect")
-        blurred = F.conv2d(blurred, k.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
-        blurred = F.pad(blurred, (0, 0, pad, pad), mode="reflect")
-        blurred = F.conv2d(blurred, k.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
-    if factor > 1:
-        blurred = F.interpolate(blurred, size=(height, width), mode="bilinear", align_corners=False)
-    return blurred
+    channels = maps.shape[1]
+    height, width = maps.shape[-2:]
+    mode = "reflect" if radius < min(height, width) else "replicate"
+    padded = F.pad(maps, (radius, radius, radius, radius), mode=mode)
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
+
+
+def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """:func:`gaussian_blur` at ``sigma`` pixels, computed on a copy shrunk by a power of two so the
+    kernel stays under ~25 taps (average-pooled down, bilinearly enlarged back): a wide blur is smooth,
+    so this changes it by a fraction of a percent of its range at a small share of the cost."""
+    factor = 1
+    while sigma / (factor * 2) >= 4.0 and min(maps.shape[-2:]) // (factor * 2) >= 8:
+        factor *= 2
+    if factor == 1:
+        return gaussian_blur(maps, sigma)
+    small = F.avg_pool2d(maps, factor, ceil_mode=True)
+    return F.interpolate(gaussian_blur(small, sigma / factor), size=maps.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def tone_curve(images: torch.Tensor, curve: torch.Tensor, midtones: torch.Tensor) -> torch.Tensor:

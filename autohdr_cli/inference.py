@@ -24,8 +24,9 @@ from .tiling import enhance_tiled, precision_context, set_tf32
 
 
 def is_global(model: nn.Module) -> bool:
-    """True for models that turn each photo into one 3D LUT (applied by the pipeline at full size)."""
-    return hasattr(model, "predict_lut")
+    """True for models that turn each photo into one 3D LUT (applied by the pipeline at full size);
+    a model that can do either says which it does now with ``carries_lut`` (localtone's ``lut_size``)."""
+    return hasattr(model, "predict_lut") and getattr(model, "carries_lut", True)
 
 
 def model_thumbnail(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -266,7 +266,7 @@ def recipe_of(model: "nn.Module | CubeLUT", options: EnhanceOptions) -> dict:
     else:
         for name, tensor in sorted(model.state_dict().items()):
             digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
-    return {
+    recipe = {
         "model": digest.hexdigest(),
         "strength": options.strength,
         "style": options.style,
@@ -276,6 +276,12 @@ def recipe_of(model: "nn.Module | CubeLUT", options: EnhanceOptions) -> dict:
         "seed": options.seed,
         "strip_metadata": options.strip_metadata,
     }
+    # Settings given at load time (ip2p's sampling, localtone's --lut-size) change the pixels but not
+    # the file: they are part of the recipe (only for models that take any, so other recipes keep their ids).
+    fields = getattr(model, "runtime_settings", ())
+    if fields:
+        recipe["settings"] = {field: getattr(model.config, field, None) for field in fields}
+    return recipe
 
 
 def _reason(error: BaseException) -> str:

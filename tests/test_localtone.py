@@ -13,7 +13,9 @@ from PIL import Image
 
 from autohdr_cli.checkpoint import load_checkpoint, save_checkpoint
 from autohdr_cli.models import MODELS, build, make_config
-from autohdr_cli.models.localtone import BAND_PIXELS, LocalTone, gaussian_blur, neighbourhood_luminance, smooth
+from autohdr_cli.edits import gaussian_blur, smooth
+from autohdr_cli.inference import is_global
+from autohdr_cli.models.localtone import BAND_PIXELS, LocalTone, neighbourhood_luminance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,9 +39,13 @@ def trained_looking(model: LocalTone, seed: int = 1) -> LocalTone:
 
 def test_registered_and_not_global_or_tiled():
     assert MODELS["localtone"] is LocalTone
-    assert not hasattr(LocalTone, "predict_lut") and not getattr(LocalTone, "tileable", False)
     model = build("localtone", {"scales": [0.01, 0.1], "photo_mean": False})
     assert model.inputs == 5
+    assert not is_global(model) and not getattr(model, "tileable", False)
+    assert is_global(build("localtone", {"lut_size": 17}))
+    for size in (1, -1, 66):
+        with pytest.raises(ValueError):
+            build("localtone", {"lut_size": size})
 
 
 def test_untrained_model_is_the_identity():
@@ -192,3 +198,56 @@ def test_a_local_network_can_learn_what_is_left_after_it(tmp_path, run):
         del network.base
         expected = network(edited).clamp(0, 1)[0]
     assert torch.allclose(enhance_tensor(loaded.eval(), photo_tensor), expected, atol=1e-5)
+
+
+def test_a_lut_carries_the_edit_of_a_small_copy_to_the_photo():
+    """With ``lut_size`` the MLP edits the context copy only; a LUT fitted to that edit gives the photo
+    most of what every pixel through the MLP would (the rest is what is local at full size)."""
+    every_pixel = trained_looking(LocalTone(make_config("localtone", TINY)))
+    carried = LocalTone(make_config("localtone", {**TINY, "lut_size": 17})).eval()
+    carried.load_state_dict(every_pixel.state_dict())
+    images = photo(96, 128, seed=4)
+    with torch.no_grad():
+        exact, approximate = every_pixel(images), carried(images)
+    edit = (exact - images).abs().mean()
+    assert edit > 0.02
+    assert (approximate - exact).abs().mean() < 0.25 * edit
+    assert not torch.equal(approximate, exact)
+
+
+def test_enhance_lut_size_is_a_setting_of_localtone_only(tmp_path, run):
+    pairs = _pairs(tmp_path / "pairs")
+    tone = tmp_path / "tone.safetensors"
+    save_checkpoint(tone, trained_looking(LocalTone(make_config("localtone", TINY))), training={"steps": 1})
+    every, carried = tmp_path / "every", tmp_path / "carried"
+    assert run("enhance", pairs / "source", every, "-w", tone, "--quiet").exit_code == 0
+    result = run("enhance", pairs / "source", carried, "-w", tone, "--lut-size", "9", "--quiet")
+    assert result.exit_code == 0, result.output
+    a = np.asarray(Image.open(every / "p0.png"), dtype=float)
+    b = np.asarray(Image.open(carried / "p0.png"), dtype=float)
+    source = np.asarray(Image.open(pairs / "source" / "p0.png"), dtype=float)
+    assert 0 < np.abs(a - b).mean() < 0.5 * np.abs(a - source).mean()
+    # Outputs made with another --lut-size are not taken for this run's, nor silently replaced.
+    again = run("enhance", pairs / "source", carried, "-w", tone, "--lut-size", "17", "--quiet")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert np.array_equal(np.asarray(Image.open(carried / "p0.png"), dtype=float), b)
+    for other in (["--model", "lut"], ["--model", "nafnet"]):
+        refused = run("enhance", pairs / "source", tmp_path / "x", *other, "--lut-size", "9")
+        assert refused.exit_code == 2 and "--lut-size: for localtone checkpoints only" in refused.output
+        assert not (tmp_path / "x").exists()
+
+
+def test_a_localtone_that_carries_by_lut_exports_one_cube_per_photo(tmp_path, run):
+    from autohdr_cli.cube import read_cube
+
+    tone = tmp_path / "tone.safetensors"
+    model = trained_looking(LocalTone(make_config("localtone", {**TINY, "lut_size": 9})))
+    save_checkpoint(tone, model, training={"steps": 1})
+    photo_file = tmp_path / "photo.png"
+    Image.fromarray((photo(40, 56, seed=5)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(photo_file)
+    result = run("export", tone, "--format", "cube", "--image", photo_file, "--size", "9", "-o", tmp_path / "p.cube")
+    assert result.exit_code == 0, result.output
+    assert read_cube(tmp_path / "p.cube").size == 9
+    no_photo = run("export", tone, "--format", "cube", "-o", tmp_path / "q.cube")
+    assert no_photo.exit_code == 2 and "--image" in no_photo.output
+    assert not is_global(load_checkpoint(tone, settings={"lut_size": 0}).model)  # enhance --lut-size 0

@@ -10,12 +10,13 @@ what makes a look learned from 20 photos hold on photos from other sources (auto
 
 The blurred luminance is computed on a copy of the photo ``context_size`` pixels long (cheap, and the
 same copy at any photo size); the MLP then runs at full resolution on the bilinearly enlarged maps, in
-bands of rows so memory stays a few bands whatever the photo's size.
+bands of rows so memory stays a few bands whatever the photo's size. With ``lut_size`` set it runs on
+that copy only, and its edit reaches the full photo through a 3D LUT fitted to the copy's before and
+after (:mod:`autohdr_cli.carry`): the model is then a global one, like the lut, one LUT per photo.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..edits import luma, smooth
 from ..resize import resize_long_side
+from .lut import apply_lut
 
 #: Pixels per band of the full-resolution pass: bounds the enlarged context maps and the features.
 BAND_PIXELS = 1 << 16
@@ -31,10 +34,6 @@ BAND_PIXELS = 1 << 16
 #: Pixels per matrix product when enhancing: the activations of a few thousand pixels stay in the CPU's
 #: cache (measured, one thread, 12 MP: 4.0 s in pieces of 4096 pixels, 6.1 s of 65536, 14.6 s of 262144).
 PIECE_PIXELS = 4096
-
-#: Rec. 601 luma weights: the "brightness" editors' local tools act on.
-LUMA = (0.299, 0.587, 0.114)
-
 
 @dataclass
 class LocalToneConfig:
@@ -45,7 +44,10 @@ class LocalToneConfig:
     training decodes the pairs at (crops of those photos). ``photo_mean`` adds the photo's mean luminance
     as one more input (the neighbourhood at infinite radius). ``training_pixels``: the loss is taken on
     this many random pixels of each training crop (0: all of them, with SSIM), so a step is cheap and a
-    time budget buys many steps, each seeing all its crops' photos.
+    time budget buys many steps, each seeing all its crops' photos. ``lut_size``: 0 runs the MLP on every
+    pixel of the photo; N carries its edit of the ``context_size`` copy to the photo with an N³ LUT
+    fitted per photo (faster on large photos, a per-photo ``.cube``; what is local at full size is lost).
+    It can be changed when loading (``autohdr enhance --lut-size``).
     """
 
     scales: tuple[float, ...] = (0.005, 0.013, 0.026, 0.052, 0.1)
@@ -54,55 +56,21 @@ class LocalToneConfig:
     hidden: int = 64
     depth: int = 2
     training_pixels: int = 2048
+    lut_size: int = 0
 
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "scales": (1e-4, 1.0), "context_size": (16, 4096), "hidden": (1, 1024), "depth": (1, 16),
+        "lut_size": (0, 65),
     }
-
-
-def luminance(images: torch.Tensor) -> torch.Tensor:
-    """``B x 1 x H x W`` luma of ``B x 3 x H x W`` RGB images."""
-    weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``B x C x H x W`` maps, ``sigma`` in pixels; the border is mirrored
-    (edge values repeated where the map is smaller than the kernel's reach)."""
-    if sigma < 0.3:
-        return maps
-    radius = max(1, math.ceil(3.0 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = maps.shape[1]
-    height, width = maps.shape[-2:]
-    mode = "reflect" if radius < min(height, width) else "replicate"
-    padded = F.pad(maps, (radius, radius, radius, radius), mode=mode)
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
-    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
-
-
-def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """:func:`gaussian_blur` at ``sigma`` pixels, computed on a copy shrunk by a power of two so the
-    kernel stays under ~25 taps (average-pooled down, bilinearly enlarged back): a wide blur is smooth,
-    so this changes it by a fraction of a percent of its range at a small share of the cost."""
-    factor = 1
-    while sigma / (factor * 2) >= 4.0 and min(maps.shape[-2:]) // (factor * 2) >= 8:
-        factor *= 2
-    if factor == 1:
-        return gaussian_blur(maps, sigma)
-    small = F.avg_pool2d(maps, factor, ceil_mode=True)
-    return F.interpolate(gaussian_blur(small, sigma / factor), size=maps.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def neighbourhood_luminance(images: torch.Tensor, scales: tuple[float, ...], long_side: int, photo_mean: bool) -> torch.Tensor:
     """``B x K x H x W`` blurred luma of ``images`` at each of ``scales`` x ``long_side`` pixels, and the
     mean luma of each image as a last map when ``photo_mean`` is set."""
-    luma = luminance(images)
-    maps = [smooth(luma, scale * long_side) for scale in scales]
+    brightness = luma(images)
+    maps = [smooth(brightness, scale * long_side) for scale in scales]
     if photo_mean:
-        maps.append(luma.mean(dim=(2, 3), keepdim=True).expand_as(luma))
+        maps.append(brightness.mean(dim=(2, 3), keepdim=True).expand_as(brightness))
     return torch.cat(maps, dim=1)
 
 
@@ -124,12 +92,17 @@ class LocalTone(nn.Module):
         "lengths; not supported yet (enhance with the .safetensors file itself)"
     )
 
+    #: Config fields ``load_checkpoint(settings=...)`` may change: how the edit reaches the full photo.
+    runtime_settings = ("lut_size",)
+
     def __init__(self, config: LocalToneConfig | None = None):
         super().__init__()
         self.config = config or LocalToneConfig()
         config = self.config
         if config.hidden < 1 or config.depth < 1 or config.context_size < 16:
             raise ValueError("hidden and depth must be >= 1 and context_size >= 16")
+        if config.lut_size == 1 or not 0 <= config.lut_size <= 65:
+            raise ValueError(f"lut_size {config.lut_size}: 0 (every pixel) or 2..65 LUT points per axis")
         self.inputs = 3 + len(config.scales) + (1 if config.photo_mean else 0)
         layers: list[nn.Module] = [nn.Conv2d(self.inputs, config.hidden, 1)]
         for _ in range(config.depth - 1):
@@ -154,11 +127,40 @@ class LocalTone(nn.Module):
         (Not ``apply``: that name is ``nn.Module``'s, for running a function on every submodule.)"""
         if context.shape[-2:] != images.shape[-2:]:
             context = F.interpolate(context, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        features = torch.cat([images, context - luminance(images)], dim=1)
+        features = torch.cat([images, context - luma(images)], dim=1)
         return images + self.mlp(features)
 
+    @property
+    def carries_lut(self) -> bool:
+        """True when the edit reaches the photo through a per-photo LUT (``lut_size``): a global model."""
+        return self.config.lut_size > 0
+
+    @property
+    def thumbnail_size(self) -> int:
+        """Long side of the copy a per-photo LUT is fitted on (0 when every pixel goes through the MLP)."""
+        return self.config.context_size if self.carries_lut else 0
+
+    def make_thumbnail(self, images: torch.Tensor) -> torch.Tensor:
+        """The copy the MLP edits when carrying by LUT: ``context_size`` long, aspect kept."""
+        return resize_long_side(images.float(), self.config.context_size)
+
+    def predict_lut(self, thumbnails: torch.Tensor) -> torch.Tensor:
+        """Edit each copy pixel by pixel and fit the LUT that carries the edit: ``B x 3 x S x S x S``
+        (``lut_size`` points, 33 when it is 0)."""
+        from ..carry import fit_luts
+
+        size = self.config.lut_size or 33
+        return fit_luts(thumbnails.float(), self.edit_pixels(thumbnails.float()).clamp(0.0, 1.0), size)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Enhance whole photos ``B x 3 x H x W`` in [0, 1], in bands of rows (the same function as
+        """Enhance whole photos ``B x 3 x H x W`` in [0, 1]: :meth:`edit_pixels`, or with ``lut_size`` set
+        the LUT fitted on a small copy's edit, applied to the photo."""
+        if self.carries_lut:
+            return apply_lut(images, self.predict_lut(self.make_thumbnail(images)))
+        return self.edit_pixels(images)
+
+    def edit_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """The MLP on every pixel of whole photos ``B x 3 x H x W``, in bands of rows (the same function as
         :meth:`enhance_with` on the whole photo; without gradients, the MLP runs on a few thousand
         pixels at a time as plain matrix products)."""
         context = self.context(images)
@@ -171,7 +173,7 @@ class LocalTone(nn.Module):
             bottom = min(height, top + band)
             rows = images[:, :, top:bottom]
             local = _band_of(context, top, bottom, height, width)
-            features = torch.cat([rows, local - luminance(rows)], dim=1)
+            features = torch.cat([rows, local - luma(rows)], dim=1)
             output[:, :, top:bottom] = rows + self._mlp_by_pieces(features)
         return output
 
@@ -208,7 +210,7 @@ class LocalTone(nn.Module):
 
         context = neighbourhood_luminance(source, self.config.scales, self.config.context_size, self.config.photo_mean)
         if self.config.photo_mean and whole is not None:
-            mean = luminance(whole[:, :3]).mean(dim=(2, 3), keepdim=True)
+            mean = luma(whole[:, :3]).mean(dim=(2, 3), keepdim=True)
             context = torch.cat([context[:, :-1], mean.expand_as(context[:, -1:])], dim=1)
         loss = ReconstructionLoss()
         count = self.config.training_pixels
