@@ -127,7 +127,8 @@ def agreement(check: Check, rows: list[dict]) -> None:
     photos = write_photo_kinds(check.work / "agree-in", width, height)
     tiles = ["--tile", tile, "--tile-overlap", 16 if check.quick else 32]
     backends = {".cube": ["--lut", LOOK], "lut": ["--model", "lut"], "nilut": ["--weights", check.work / "nilut.safetensors"],
-                "localtone": ["--model", "localtone"], "nafnet": ["--model", "nafnet"], "diffir": ["--model", "diffir"]}
+                "localtone": ["--model", "localtone"], "localtone-lut": ["--model", "localtone", "--lut-size", "33"],
+                "nafnet": ["--model", "nafnet"], "diffir": ["--model", "diffir"]}
     references: dict[str, Path] = {}
     for backend, model_args in backends.items():
         lacking = "" if backend == ".cube" else check.lacks(TORCH)
@@ -296,9 +297,10 @@ def folder_throughput(check: Check, rows: list[dict]) -> None:
             needs=2 if check.quick else 15)
     runs = [(".cube", ["--lut", LOOK], "cpu", "fp32", count), (".cube", ["--lut", LOOK], check.device, "fp32", count),
             ("lut", ["--model", "lut"], check.device, "fp32", count), ("localtone", ["--model", "localtone"], check.device, "fp32", count),
+            ("localtone-lut", ["--model", "localtone", "--lut-size", "33"], check.device, "fp32", count),
             ("nafnet", ["--model", "nafnet"], check.device, "fp32", few), ("nafnet", ["--model", "nafnet"], check.device, "bf16", few)]
     if not check.cuda:  # the CPU runs fp32 only, and the .cube row once
-        runs = runs[:1] + runs[2:5]
+        runs = runs[:1] + runs[2:6]
     for backend, model_args, device, precision, photos_used in runs:
         fields = {"run": f"enhance {backend}", "device": device, "precision": precision}
         lacking = "" if backend == ".cube" else check.lacks(TORCH)

@@ -86,10 +86,11 @@ class LocalTone(nn.Module):
     whole_photo_edit = True
     #: Training decodes the pairs at this config field's size (``autohdr train`` reads it).
     train_size_field = "context_size"
-    #: Why ``autohdr export`` offers no onnx/pt2 file: a traced graph fixes the blur kernels' lengths.
+    #: Why ``autohdr export`` offers no onnx/pt2 file: the size of the context copy, how far each blur
+    #: shrinks it and how its border is padded follow each photo's shape, which a traced graph would fix.
     export_refusal = (
-        "its neighbourhood radii follow each photo's size, and a traced graph fixes the blur kernels' "
-        "lengths; not supported yet (enhance with the .safetensors file itself)"
+        "the size of its context copy and how each blur is computed follow each photo's shape, which a "
+        "traced graph would fix; not supported yet (enhance with the .safetensors file itself)"
     )
 
     #: Config fields ``load_checkpoint(settings=...)`` may change: how the edit reaches the full photo.
