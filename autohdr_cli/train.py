@@ -359,15 +359,16 @@ def _with_perceptual(model_name: str, config: dict, weight: float | None) -> dic
 def _with_defaults(options: TrainOptions) -> TrainOptions:
     """Fill in the settings left to the model and the budget: steps, train size, EMA, crops, schedule."""
     steps = options.steps if options.steps is not None or options.time_limit is not None else DEFAULT_STEPS
-    train_size = options.train_size or DEFAULT_TRAIN_SIZE.get(options.model, FALLBACK_TRAIN_SIZE)
     measured_at = _size_the_model_measures_at(options)
+    if measured_at is not None and options.train_size not in (None, measured_at):
+        raise TrainError(
+            f"--train-size {options.train_size}: model {options.model!r} measures neighbourhoods on photos "
+            f"{measured_at} px long, so it trains at that size (change its context_size in --config instead)"
+        )
     if measured_at is not None:
-        if options.train_size is not None and options.train_size != measured_at:
-            raise TrainError(
-                f"--train-size {options.train_size}: model {options.model!r} measures neighbourhoods on photos "
-                f"{measured_at} px long, so it trains at that size (change its context_size in --config instead)"
-            )
         train_size = measured_at
+    else:
+        train_size = options.train_size or DEFAULT_TRAIN_SIZE.get(options.model, FALLBACK_TRAIN_SIZE)
     ema = options.ema if options.ema is not None else DEFAULT_EMA.get(options.model, 0.0)
     crops = options.crops or DEFAULT_CROPS.get(options.model, "resized")
     if crops not in CROP_KINDS:

@@ -35,6 +35,7 @@ BAND_PIXELS = 1 << 16
 #: cache (measured, one thread, 12 MP: 4.0 s in pieces of 4096 pixels, 6.1 s of 65536, 14.6 s of 262144).
 PIECE_PIXELS = 4096
 
+
 @dataclass
 class LocalToneConfig:
     """Per-pixel MLP of ``depth`` hidden layers of ``hidden`` units over colour and local contrast.
@@ -120,7 +121,7 @@ class LocalTone(nn.Module):
 
     def context(self, images: torch.Tensor) -> torch.Tensor:
         """Neighbourhood luma maps ``B x K x h x w`` of whole photos, on a copy ``context_size`` long."""
-        small = resize_long_side(images.float(), self.config.context_size)
+        small = self.make_thumbnail(images)
         return neighbourhood_luminance(small, self.config.scales, max(small.shape[-2:]), self.config.photo_mean)
 
     def enhance_with(self, images: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,8 @@ class LocalTone(nn.Module):
         return self.config.context_size if self.carries_lut else 0
 
     def make_thumbnail(self, images: torch.Tensor) -> torch.Tensor:
-        """The copy the MLP edits when carrying by LUT: ``context_size`` long, aspect kept."""
+        """The copy neighbourhoods are measured on, and the one the MLP edits when carrying by LUT:
+        ``context_size`` long at most, aspect kept, float."""
         return resize_long_side(images.float(), self.config.context_size)
 
     def predict_lut(self, thumbnails: torch.Tensor) -> torch.Tensor:
@@ -150,8 +152,9 @@ class LocalTone(nn.Module):
         (``lut_size`` points, 33 when it is 0)."""
         from ..carry import fit_luts
 
+        thumbnails = thumbnails.float()
         size = self.config.lut_size or 33
-        return fit_luts(thumbnails.float(), self.edit_pixels(thumbnails.float()).clamp(0.0, 1.0), size)
+        return fit_luts(thumbnails, self.edit_pixels(thumbnails).clamp(0.0, 1.0), size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Enhance whole photos ``B x 3 x H x W`` in [0, 1]: :meth:`edit_pixels`, or with ``lut_size`` set
