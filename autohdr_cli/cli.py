@@ -581,6 +581,10 @@ def evaluate(
         typer.Option("--val-list", help="With PAIRS: score exactly the pairs this file names (as train's "
                      "--val-list: the held-out source); implies --split val."),
     ] = None,
+    lut_size: Annotated[
+        Optional[int],
+        typer.Option("--lut-size", min=0, max=65, help="With PAIRS: run the localtone checkpoints with their edit carried by a LUT of this many points per axis, as enhance --lut-size (others run as they are)."),
+    ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Write the summary and one record per photo as JSON.")
@@ -612,8 +616,8 @@ def evaluate(
         raise _usage_error(f"--split {split}: expected 'all' or 'val'")
     if not 0.0 < val_split < 1.0:
         raise _usage_error(f"--val-split {val_split}: expected a fraction between 0 and 1")
-    if len(folders) == 2 and (weights or lut or split != "all" or val_list):
-        raise _usage_error("--weights, --lut, --split and --val-list go with one PAIRS folder, not PRED_DIR TARGET_DIR")
+    if len(folders) == 2 and (weights or lut or split != "all" or val_list or lut_size is not None):
+        raise _usage_error("--weights, --lut, --split, --val-list and --lut-size go with one PAIRS folder, not PRED_DIR TARGET_DIR")
     if val_list is not None:
         split = "val"
     if len(folders) == 1 and source is not None:
@@ -622,7 +626,9 @@ def evaluate(
     models = []
     if len(folders) == 1:
         # A look or checkpoint that cannot be loaded is a usage error, as in enhance: nothing is scored.
-        models, load_problems = scoring.load_models(weights or [], lut or [], device)
+        models, load_problems = scoring.load_models(weights or [], lut or [], device, settings={"lut_size": lut_size})
+        if lut_size is not None and not load_problems and not any(named.settings for named in models):
+            raise _usage_error(f"--lut-size: for {_setting_owners({'lut_size': '--lut-size'})} checkpoints only; none of the --weights is one")
         for line in load_problems[:-1]:
             typer.echo(f"autohdr: error: {line}", err=True)
         if load_problems:

@@ -20,7 +20,7 @@ PSNR of two identical photos is infinite. The table prints ``inf``; JSON and CSV
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, load_model, read_header
 from .cube import CubeError, read_cube
 from .imageio import PhotoError, quantize, read_photo, to_float
 from .lpips import SCORE_LONG_SIDE, LPIPSError, LPIPSReference, network_on
@@ -41,6 +41,7 @@ from .metrics import (
     rgb_to_lab,
     ssim_map,
 )
+from .models import MODELS
 from .models.lut import StaticLUT
 from .progress import ProgressBar
 from .pairs import (
@@ -330,11 +331,13 @@ def evaluate_folders(
 
 @dataclass
 class NamedModel:
-    """A model to evaluate, with the name it is reported under and the file it came from."""
+    """A model to evaluate, with the name it is reported under, the file it came from and the load-time
+    settings it runs with."""
 
     name: str
     model: nn.Module
     path: Path
+    settings: dict = field(default_factory=dict)
 
 
 def _unique_name(path: Path, taken: set[str]) -> str:
@@ -350,19 +353,31 @@ def load_models(
     weights: Sequence[str | os.PathLike],
     luts: Sequence[str | os.PathLike] = (),
     device: str = "cpu",
+    settings: dict | None = None,
 ) -> tuple[list[NamedModel], list[str]]:
-    """Load checkpoints and ``.cube`` looks onto ``device``; a file that fails gets a line, not a stop."""
+    """Load checkpoints and ``.cube`` looks onto ``device``; a file that fails gets a line, not a stop.
+
+    ``settings`` (config fields set at load time, e.g. ``{"lut_size": 33}``) go to each checkpoint whose
+    model lists them in ``runtime_settings``; others load as they are. A checkpoint loaded with settings
+    is named with them (``tone:lut_size=33``), so a report says which way it ran.
+    """
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
     models: list[NamedModel] = []
     problems: list[str] = []
     taken: set[str] = set()
     for raw in weights:
         path = Path(raw)
         try:
-            model = load_model(path, map_location=device)
+            name = read_header(path).metadata.get("autohdr.model") if settings else None
+            own = {k: v for k, v in settings.items() if k in getattr(MODELS.get(name or ""), "runtime_settings", ())}
+            model = load_model(path, map_location=device, settings=own)
         except (CheckpointError, CubeError) as e:
             problems.append(str(e))
             continue
-        models.append(NamedModel(_unique_name(path, taken), model, path))
+        label = _unique_name(path, taken)
+        if own:
+            label = ":".join([label, *(f"{k}={v}" for k, v in sorted(own.items()))])
+        models.append(NamedModel(label, model, path, own))
         taken.add(models[-1].name)
     for raw in luts:
         path = Path(raw)

@@ -237,6 +237,33 @@ def test_enhance_lut_size_is_a_setting_of_localtone_only(tmp_path, run):
         assert not (tmp_path / "x").exists()
 
 
+def test_evaluate_lut_size_scores_the_carried_edit_as_enhance_makes_it(tmp_path, run):
+    pairs = _pairs(tmp_path / "pairs")
+    tone = tmp_path / "tone.safetensors"
+    save_checkpoint(tone, trained_looking(LocalTone(make_config("localtone", TINY))), training={"steps": 1})
+    carried = tmp_path / "carried"
+    assert run("enhance", pairs / "source", carried, "-w", tone, "--lut-size", "9", "--quiet").exit_code == 0
+    by_folders = run("evaluate", carried, pairs / "target", "-q", "--json", tmp_path / "folders.json")
+    lut = tmp_path / "lut.safetensors"
+    save_checkpoint(lut, build("lut", {"lut_size": 9}), training={"steps": 1})
+    result = run("evaluate", pairs, "-w", tone, "-w", lut, "--lut-size", "9", "-q", "--json", tmp_path / "r.json")
+    assert by_folders.exit_code == 0 and result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    expected = json.loads((tmp_path / "folders.json").read_text())
+    assert "tone:lut_size=9" in report["models"] and "lut" in report["models"]  # the lut runs as it is
+    assert report["summary"]["tone:lut_size=9"]["psnr"]["mean"] == pytest.approx(
+        expected["summary"]["result"]["psnr"]["mean"], abs=1e-3
+    )
+    every = run("evaluate", pairs, "-w", tone, "-q", "--json", tmp_path / "every.json")
+    every_psnr = json.loads((tmp_path / "every.json").read_text())["summary"]["tone"]["psnr"]["mean"]
+    assert every.exit_code == 0 and every_psnr != report["summary"]["tone:lut_size=9"]["psnr"]["mean"]
+    for refused in (
+        run("evaluate", pairs, "-w", lut, "--lut-size", "9"),
+        run("evaluate", carried, pairs / "target", "--lut-size", "9"),
+    ):
+        assert refused.exit_code == 2 and "--lut-size" in refused.output
+
+
 def test_a_localtone_that_carries_by_lut_exports_one_cube_per_photo(tmp_path, run):
     from autohdr_cli.cube import read_cube
 
