@@ -122,7 +122,7 @@ def local_edits(images: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
     short = min(images.shape[-2:])
     edited = []
     for index in range(images.shape[0]):
-        sigma = max(1.0, float(radius[index]) * short)
+        sigma = max(1.0, float(radius[index].detach()) * short)  # a size: never learned, so no gradient
         one = shadows_highlights(out[index : index + 1], shadows[index : index + 1], highlights[index : index + 1], sigma)
         edited.append(local_contrast(one, amount[index : index + 1], sigma))
     return torch.cat(edited)
