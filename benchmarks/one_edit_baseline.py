@@ -16,14 +16,13 @@ the mean PSNR of identity and of the edit, on both sides.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
+from autohdr_cli import metrics
 from autohdr_cli.edits import local_edits
-from autohdr_cli.imageio import EXTENSIONS
-from autohdr_cli.pairs import read_stem_list
+from autohdr_cli.pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems
 from autohdr_cli.train_data import decode_for_training, degrade
 
 
@@ -44,21 +43,15 @@ class OneEdit(torch.nn.Module):
         return local_edits(edited, local)[0]
 
 
-def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1] (the prediction clipped)."""
-    return -10 * math.log10(float(((prediction.clamp(0, 1) - target) ** 2).mean()))
-
-
-def load_pairs(folder: Path, names: list[str], size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(source, target) of each named pair, decoded at ``size`` px on the long side."""
-    return [(decode_for_training(folder / "source" / n, size), decode_for_training(folder / "target" / n, size))
-            for n in names]
+def decode_pairs(pairs: list[Pair], size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(source, target) of each pair, decoded at ``size`` px on the long side."""
+    return [(decode_for_training(p.source, size), decode_for_training(p.target, size)) for p in pairs]
 
 
 def mean_psnr(edit, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Mean PSNR of ``edit(source)`` against each target."""
+    """Mean PSNR in dB of ``edit(source)``, clipped to [0, 1], against each target."""
     with torch.no_grad():
-        return sum(psnr(edit(s), t) for s, t in pairs) / len(pairs)
+        return sum(float(metrics.psnr(edit(s).clamp(0, 1)[None], t[None])) for s, t in pairs) / len(pairs)
 
 
 def main() -> None:
@@ -72,14 +65,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    held = set(read_stem_list(args.val_list))
-    names = sorted(p.name for p in (args.pairs / "source").iterdir() if p.suffix.lower() in EXTENSIONS)
-    is_held = [Path(n).stem in held or n in held for n in names]
-    train_names = [n for n, h in zip(names, is_held) if not h]
-    held_names = [n for n, h in zip(names, is_held) if h]
-    if not train_names or not held_names:
-        raise SystemExit(f"{args.val_list}: needs pairs on both sides ({len(train_names)} train, {len(held_names)} held)")
-    train = load_pairs(args.pairs, train_names, args.size)
+    try:
+        found = find_pairs(args.pairs)
+        held = read_stem_list(args.val_list)
+        check_stems_found(held, found.pairs, args.val_list)
+    except PairsError as e:
+        raise SystemExit(str(e)) from None
+    train_pairs, held_out = split_by_stems(found.pairs, held)
+    if not train_pairs or not held_out:
+        raise SystemExit(f"{args.val_list}: needs pairs on both sides ({len(train_pairs)} train, {len(held_out)} held)")
+    train = decode_pairs(train_pairs, args.size)
     edit = OneEdit(args.radius)
     optimizer = torch.optim.Adam(edit.parameters(), lr=0.02)
     for _ in range(args.steps):
@@ -87,7 +82,7 @@ def main() -> None:
         loss = sum(((edit(s) - t) ** 2).mean() for s, t in train) / len(train)
         loss.backward()
         optimizer.step()
-    held_pairs = load_pairs(args.pairs, held_names, args.score_size)
+    held_pairs = decode_pairs(held_out, args.score_size)
     print(f"{len(train)} training pairs, {len(held_pairs)} held out")
     print("global (exposure, red, blue, contrast, saturation):", [round(v, 3) for v in edit.global_edit.tolist()])
     print("local (curve, midtones, shadows, highlights, local contrast):", [round(v, 3) for v in edit.local_edit.tolist()])

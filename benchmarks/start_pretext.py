@@ -18,17 +18,16 @@ from pathlib import Path
 
 import torch
 
+from autohdr_cli import metrics
 from autohdr_cli.checkpoint import load_model
 from autohdr_cli.edits import LocalEditRanges
-from autohdr_cli.imageio import EXTENSIONS
-from autohdr_cli.pairs import read_stem_list
+from autohdr_cli.pairs import photos_by_stem, read_stem_list
 from autohdr_cli.train_data import DegradationRanges, DegradedPhotos, decode_for_training
 
 
 def mean_psnr(predictions: torch.Tensor, targets: torch.Tensor) -> float:
     """Mean over images of the PSNR in dB (predictions clipped to [0, 1])."""
-    error = ((predictions.clamp(0, 1) - targets) ** 2).mean(dim=(1, 2, 3))
-    return float((-10 * torch.log10(error)).mean())
+    return float(metrics.psnr(predictions.clamp(0, 1), targets).mean())
 
 
 def main() -> None:
@@ -41,9 +40,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    names = set(read_stem_list(args.names))
-    files = sorted(p for p in args.photos.iterdir()
-                   if p.suffix.lower() in EXTENSIONS and (p.stem in names or p.name in names))
+    names = read_stem_list(args.names)
+    files = [path for stem, path in sorted(photos_by_stem(args.photos)[0].items()) if stem in names]
     if not files:
         raise SystemExit(f"{args.names}: names no photo of {args.photos}")
     data = DegradedPhotos([decode_for_training(p, 1536) for p in files], DegradationRanges(),
