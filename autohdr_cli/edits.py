@@ -73,6 +73,31 @@ def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.interpolate(gaussian_blur(small, sigma / factor), size=maps.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def neighbourhood_luminance(images: torch.Tensor, scales: tuple[float, ...], long_side: int, photo_mean: bool) -> torch.Tensor:
+    """``B x K x H x W`` blurred luma of ``images`` at each of ``scales`` x ``long_side`` pixels, and the
+    mean luma of each image as a last map when ``photo_mean`` is set."""
+    brightness = luma(images)
+    maps = [smooth(brightness, scale * long_side) for scale in scales]
+    if photo_mean:
+        maps.append(brightness.mean(dim=(2, 3), keepdim=True).expand_as(brightness))
+    return torch.cat(maps, dim=1)
+
+
+def window_of(maps: torch.Tensor, height: int, width: int, top: int, left: int, rows: int, columns: int) -> torch.Tensor:
+    """The window ``rows x columns`` at (``top``, ``left``) of ``maps`` (``B x K x h x w``) enlarged
+    bilinearly to ``height x width`` (``align_corners=False``), without making the whole enlarged map.
+
+    Rows and columns past the photo's edge (a tile reaching into padding) repeat the edge values, as
+    the photo's own padding repeats its edge pixels.
+    """
+    ys = (torch.arange(top, top + rows, dtype=maps.dtype, device=maps.device) + 0.5) / height * 2.0 - 1.0
+    xs = (torch.arange(left, left + columns, dtype=maps.dtype, device=maps.device) + 0.5) / width * 2.0 - 1.0
+    ys, xs = ys.clamp(max=1.0 - 1.0 / height), xs.clamp(max=1.0 - 1.0 / width)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).expand(maps.shape[0], -1, -1, -1)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def tone_curve(images: torch.Tensor, curve: torch.Tensor, midtones: torch.Tensor) -> torch.Tensor:
     """A monotone tone curve per image: ``x - c sin(2 pi x) / (2 pi)`` (an S for c > 0), then a gamma of
     ``2 ** midtones``. ``curve`` and ``midtones`` hold one value per image."""

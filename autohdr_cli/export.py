@@ -540,7 +540,15 @@ def _export_refusal(source: Path) -> str | None:
     if "autohdr.base" in metadata:
         return ("it holds a base model (train --base) that edits the whole photo before the network tiles it; "
                 "one graph holding both is not supported yet (enhance with the .safetensors file itself)")
-    return getattr(MODELS.get(metadata.get("autohdr.model") or ""), "export_refusal", None)
+    model_class = MODELS.get(metadata.get("autohdr.model") or "")
+    refusal = getattr(model_class, "export_refusal", None)
+    if refusal is None and hasattr(model_class, "config_export_refusal"):
+        try:
+            config = json.loads(metadata.get("autohdr.config") or "{}")
+        except ValueError:
+            return None  # loading it will say what is wrong
+        refusal = model_class.config_export_refusal(config) if isinstance(config, dict) else None
+    return refusal
 
 
 def _make_parent(output: Path) -> None:

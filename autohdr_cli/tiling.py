@@ -12,6 +12,9 @@ Two details make tiles agree with an untiled run, not just with each other:
   it once per photo, on a copy at most ``context_size`` pixels long (the photo itself when it is that
   small, which makes the result match the untiled one), and passes it to every tile as
   ``model(tiles, context)``.
+* Surroundings. A model that reads how bright the photo is around each pixel (a NAFNet with
+  ``neighbourhoods``) offers ``neighbourhood_maps(images)``: measured once on the whole photo, each tile
+  gets its window as ``model(tiles, context, maps=...)``.
 * Alignment. Tiles start at multiples of the model's ``multiple`` (its total downsampling), so every
   stride-2 layer samples the same pixel grid as in the untiled run; the photo is padded the way the model
   pads (edge pixels repeated), so border tiles see what the untiled model sees.
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .enhancer import DEFAULT_OVERLAP, DEFAULT_PRECISION, DEFAULT_TILE  # enhance's defaults
+from .edits import window_of
 from .resize import resize_long_side
 
 #: Tiles per model call on a GPU (where batching fills the device). On a CPU one tile a call is fastest:
@@ -163,6 +167,9 @@ def enhance_tiled(
             if channels_last:
                 small = small.contiguous(memory_format=torch.channels_last)
             context = model.image_context(small)
+        # Maps of the whole photo's surroundings (a NAFNet with neighbourhoods), measured once; each tile
+        # gets its window, so tiles agree with each other and with an untiled run.
+        coarse = model.neighbourhood_maps(images.to(device, torch.float32)) if hasattr(model, "neighbourhood_maps") else None
 
         placements = [
             (index, row, column)
@@ -176,11 +183,18 @@ def enhance_tiled(
             tiles = tiles.to(device, torch.float32, non_blocking=True)
             if channels_last:
                 tiles = tiles.contiguous(memory_format=torch.channels_last)
+            extra = {}
+            if coarse is not None:
+                extra["maps"] = torch.cat([
+                    window_of(coarse[index : index + 1], height, width, rows.starts[row], columns.starts[column],
+                              rows.length, columns.length)
+                    for index, row, column in group
+                ])
             if context is not None:
                 picked = torch.tensor([index for index, _r, _c in group], device=device)
-                results = model(tiles, [statistic.index_select(0, picked) for statistic in context])
+                results = model(tiles, [statistic.index_select(0, picked) for statistic in context], **extra)
             else:
-                results = model(tiles)
+                results = model(tiles, **extra)
             results = results.float().to(images.device)
             for result, (index, row, column) in zip(results, group):
                 _add(output, result, index, rows, columns, row, column)

@@ -489,7 +489,11 @@ def _start_from_pretrained(model: nn.Module, options: TrainOptions, say: Callabl
 def _copy_start(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, cold: str, started: str,
                 say: Callable[[str], None]) -> Path | None:
     """Load ``weights`` into ``model`` and say ``started`` (returns ``path``), or, when any tensor's
-    name or shape differs, leave the model as built and say ``cold`` (returns None)."""
+    name or shape differs, leave the model as built and say ``cold`` (returns None). A model's
+    ``adapt_start`` first fits what it can (a NAFNet given neighbourhood maps widens a start without)."""
+    adapt = getattr(model, "adapt_start", None)
+    if adapt is not None:
+        weights = adapt(weights)
     own = model.state_dict()
     differing = sorted(k for k in own.keys() | weights.keys()
                        if k not in own or k not in weights or own[k].shape != weights[k].shape)
@@ -667,6 +671,21 @@ def _autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def bring_what_the_model_reads(model: nn.Module, data: TrainingData) -> None:
+    """Tell ``data`` what ``model`` reads besides its crops: whole photos (``prior_size``) and windows of
+    maps measured on them (``source_maps``); TrainError when the data cannot bring the maps."""
+    if hasattr(data, "whole_size"):
+        data.whole_size = getattr(model, "prior_size", 0)
+    source_maps = getattr(model, "source_maps", None)
+    if source_maps is not None:
+        if not hasattr(data, "source_maps"):
+            raise TrainError(
+                "this model reads the brightness around each crop in its whole photo, which only windows at "
+                "the photos' own scale bring (--crops native, on pairs folders)"
+            )
+        data.source_maps = source_maps
+
+
 def _train(options, data, validation, description, device, place, say, start_from: Path | None = None) -> TrainResult:
     _check_options(options)
     state = None
@@ -688,9 +707,7 @@ def _train(options, data, validation, description, device, place, say, start_fro
     channels_last = getattr(model, "channels_last_training", False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    whole_size = getattr(model, "prior_size", 0)  # the model reads whole photos too: the data must bring them
-    if whole_size and hasattr(data, "whole_size"):
-        data.whole_size = whole_size
+    bring_what_the_model_reads(model, data)
     # The checkpoint holds the average of the weights (EMA) when on; the state keeps the raw ones to resume.
     average = WeightAverage(model, options.ema) if options.ema else None
     if state is not None and "raw" in state:
@@ -838,8 +855,7 @@ def seconds_per_step(
     model = copy.deepcopy(model).train()
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    if hasattr(data, "whole_size"):  # whole photos along with the crops for a model that reads them (DiffIR)
-        data.whole_size = getattr(model, "prior_size", 0)
+    bring_what_the_model_reads(model, data)
     times = []
     for _ in range(trials + 1):  # the first step pays one-time costs and is dropped
         tensors = [t.to(device) for t in data.sample(batch, crop)]

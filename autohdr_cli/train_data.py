@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .edits import LocalEditRanges, local_edits, random_local_edits
+from .edits import LocalEditRanges, local_edits, random_local_edits, window_of
 from .imageio import PhotoError, atomic_write_bytes, load_image
 from .resize import resize_long_side  # noqa: F401 - re-exported: scripts and tests use it from here
 from .pairs import Pair, PairsError, check_stems_found, find_pairs, read_stem_list, split_by_stems, split_pairs
@@ -121,6 +121,11 @@ class PairData:
         return self.with_wholes(picks, batch)
 
 
+#: Memory for the neighbourhood maps of training photos (about 1.7 MB each at 512 px): 150 photos' worth;
+#: a larger set computes the rest as it draws them (a few ms a photo, a few percent of a NAFNet step).
+MAPS_CACHE_BYTES = 256 * 1024**2
+
+
 @dataclass
 class NativeCrops:
     """Random crops of before/after pairs at their stored resolution, flipped and turned alike.
@@ -129,19 +134,41 @@ class NativeCrops:
     contrast radius) at the scale they are used at, rather than from resized 30-100% crops. Batches
     come out channels-last (faster convolutions and LayerNorm on the CPU). Whole photos come with the
     batch as :class:`PairData` gives them.
+
+    With ``source_maps`` set (by the loop, for a model that reads its surroundings: a NAFNet with
+    ``neighbourhoods``), each source crop brings its window of maps measured on its whole photo as
+    channels after its colour (``count x (3 + K) x crop x crop``); the maps are computed once per photo
+    (up to :data:`MAPS_CACHE_BYTES`).
     """
 
     pairs: PairData
+    source_maps: Callable[[torch.Tensor], torch.Tensor] | None = None
+    _maps: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def maps(self, index: int) -> torch.Tensor:
+        """``source_maps`` of pair ``index``'s whole source, kept (in half precision: they are smooth)
+        while all kept maps stay under :data:`MAPS_CACHE_BYTES`, computed again each time beyond."""
+        if index in self._maps:
+            return self._maps[index].float()
+        maps = self.source_maps(self.pairs.pair(index)[0]).half()  # rounded alike, kept or not (resumes)
+        kept = sum(entry.numel() * entry.element_size() for entry in self._maps.values())
+        if kept + maps.numel() * maps.element_size() <= MAPS_CACHE_BYTES:
+            self._maps[index] = maps
+        return maps.float()
 
     def sample(self, count: int, crop: int) -> tuple[torch.Tensor, ...]:
         """``count`` aligned (source, target) crops of ``crop`` pixels, and their look indices."""
         picks = torch.randint(len(self.pairs), (count,)).tolist()
         looks = [self.pairs.looks[index] for index in picks]
-        stacked = paired_augmentation()(native_windows([torch.cat(self.pairs.pair(index)) for index in picks], crop))
-        source, target = (half.contiguous(memory_format=torch.channels_last) for half in (stacked[:, :3], stacked[:, 3:]))
+        maps = [self.maps(index) for index in picks] if self.source_maps is not None else None
+        stacked = paired_augmentation()(native_windows([torch.cat(self.pairs.pair(index)) for index in picks], crop, maps))
+        source, target = stacked[:, :3], stacked[:, 3:6]
+        if maps is not None:
+            source = torch.cat([source, stacked[:, 6:]], dim=1)
+        source, target = (half.contiguous(memory_format=torch.channels_last) for half in (source, target))
         return self.pairs.with_wholes(picks, (source, target, torch.tensor(looks)))
 
     @property
@@ -154,15 +181,20 @@ class NativeCrops:
         self.pairs.whole_size = size
 
 
-def native_windows(images: Sequence[torch.Tensor], crop: int) -> torch.Tensor:
+def native_windows(images: Sequence[torch.Tensor], crop: int, maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """One random ``crop`` x ``crop`` window of each ``C x H x W`` image at its own scale (stretched when
-    the image is smaller), ``B x C x crop x crop``."""
+    the image is smaller), ``B x C x crop x crop``; with ``maps`` (one ``K x h x w`` per image, measured
+    on the whole image), the same window of each enlarged to the image's size follows as ``K`` more
+    channels."""
     pieces = []
-    for image in images:
+    for number, image in enumerate(images):
         height, width = image.shape[-2:]
         top = int(torch.randint(max(1, height - crop + 1), ()))
         left = int(torch.randint(max(1, width - crop + 1), ()))
         piece = image[:, top : top + crop, left : left + crop]
+        if maps is not None:
+            rows, columns = piece.shape[-2:]
+            piece = torch.cat([piece, window_of(maps[number][None], height, width, top, left, rows, columns)[0]])
         if piece.shape[-2:] != (crop, crop):
             piece = F.interpolate(piece[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
         pieces.append(piece)

@@ -32,15 +32,18 @@ LAYOUTS = {"nchw": (False, False), "channels_last_crops": (True, False), "channe
 
 
 def make_batch(model: torch.nn.Module, batch: int, crop: int, channels_last: bool) -> list[torch.Tensor]:
-    """Source and target crops (plus whole photos for a model with ``prior_size``) in one memory format."""
+    """Source and target crops, look indices and (for a model with ``prior_size``) whole photos, as the
+    training data brings them, in one memory format; a NAFNet's sources bring their neighbourhood maps."""
     generator = torch.Generator().manual_seed(0)
-    tensors = [torch.rand(batch, 3, crop, crop, generator=generator) for _ in range(2)]
+    maps = len(getattr(getattr(model, "config", None), "neighbourhoods", ()))
+    tensors = [torch.rand(batch, channels, crop, crop, generator=generator) for channels in (3 + maps, 3)]
     whole = getattr(model, "prior_size", 0)
     if whole:
         tensors.append(torch.rand(batch, 6, whole, whole, generator=generator))
     if channels_last:
         tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
-    return tensors
+    looks = torch.zeros(batch, dtype=torch.long)
+    return tensors[:2] + [looks] + tensors[2:]
 
 
 def timed_step(model, optimizer, batch: list[torch.Tensor], clip: float) -> float:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..edits import luma, smooth
+from ..edits import luma, neighbourhood_luminance, window_of  # noqa: F401 - neighbourhood_luminance re-exported
 from ..resize import resize_long_side
 from .lut import apply_lut
 
@@ -63,16 +63,6 @@ class LocalToneConfig:
         "scales": (1e-4, 1.0), "context_size": (16, 4096), "hidden": (1, 1024), "depth": (1, 16),
         "lut_size": (0, 65),
     }
-
-
-def neighbourhood_luminance(images: torch.Tensor, scales: tuple[float, ...], long_side: int, photo_mean: bool) -> torch.Tensor:
-    """``B x K x H x W`` blurred luma of ``images`` at each of ``scales`` x ``long_side`` pixels, and the
-    mean luma of each image as a last map when ``photo_mean`` is set."""
-    brightness = luma(images)
-    maps = [smooth(brightness, scale * long_side) for scale in scales]
-    if photo_mean:
-        maps.append(brightness.mean(dim=(2, 3), keepdim=True).expand_as(brightness))
-    return torch.cat(maps, dim=1)
 
 
 class LocalTone(nn.Module):
@@ -176,7 +166,7 @@ class LocalTone(nn.Module):
         for top in range(0, height, band):
             bottom = min(height, top + band)
             rows = images[:, :, top:bottom]
-            local = _band_of(context, top, bottom, height, width)
+            local = window_of(context, height, width, top, 0, bottom - top, width)
             features = torch.cat([rows, local - luma(rows)], dim=1)
             output[:, :, top:bottom] = rows + self._mlp_by_pieces(features)
         return output
@@ -230,13 +220,3 @@ class LocalTone(nn.Module):
         prediction = self.enhance_with(source, context)
         total, parts = loss(prediction, target)
         return total, {name: float(value.detach()) for name, value in parts.items()}
-
-
-def _band_of(context: torch.Tensor, top: int, bottom: int, height: int, width: int) -> torch.Tensor:
-    """Rows ``top:bottom`` of ``context`` enlarged bilinearly to ``height x width`` (the same values as
-    enlarging the whole map, ``align_corners=False``), without making the whole enlarged map."""
-    rows = (torch.arange(top, bottom, dtype=context.dtype, device=context.device) + 0.5) / height * 2.0 - 1.0
-    columns = (torch.arange(width, dtype=context.dtype, device=context.device) + 0.5) / width * 2.0 - 1.0
-    grid_y, grid_x = torch.meshgrid(rows, columns, indexing="ij")
-    grid = torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0).expand(context.shape[0], -1, -1, -1)
-    return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -17,13 +17,21 @@ every tile uses the statistics of the whole photo (see :meth:`NAFNet.image_conte
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..edits import luma, neighbourhood_luminance, window_of
+from ..resize import resize_long_side
+
+
+#: Each neighbourhood is one blur of every photo's copy and one input channel: a few say what they need to.
+MAX_NEIGHBOURHOODS = 16
 
 
 @dataclass
@@ -43,6 +51,12 @@ class NAFNetConfig:
     ``whole_context`` = N: the averages always come from the whole photo squashed to N x N, in training
     (each crop's own photo, which the training data then brings along) as at inference, so both see
     the same statistics, and the model sees each photo's overall exposure and colour.
+
+    ``neighbourhoods`` (radii as fractions of the photo's long side, empty by default): the network also
+    reads, for every pixel, how its luminance compares with the Gaussian-blurred luminance around it at
+    each radius, measured on the whole photo (on a copy ``neighbourhood_size`` long), as
+    :class:`autohdr_cli.models.localtone.LocalTone` does. A tile or a training crop then knows how bright
+    the photo is around it beyond its own edges, which the look's local tone steps depend on.
     """
 
     width: int = 16
@@ -58,13 +72,20 @@ class NAFNetConfig:
     delta_e_weight: float = 0.01
     perceptual_weight: float = 0.0
     whole_context: int = 0
+    neighbourhoods: tuple[float, ...] = ()
+    neighbourhood_size: int = 512
 
     #: ``whole_context`` is a copy of every photo the network runs on; the rest cost parameters only.
-    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"whole_context": (0, 1024), "dropout": (0, 1)}
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "whole_context": (0, 1024), "dropout": (0, 1), "neighbourhoods": (1e-4, 1.0), "neighbourhood_size": (16, 4096),
+    }
 
     def __post_init__(self):
         self.enc_blocks = tuple(int(n) for n in self.enc_blocks)
         self.dec_blocks = tuple(int(n) for n in self.dec_blocks)
+        self.neighbourhoods = tuple(float(radius) for radius in self.neighbourhoods)
+        if len(self.neighbourhoods) > MAX_NEIGHBOURHOODS:
+            raise ValueError(f"at most {MAX_NEIGHBOURHOODS} neighbourhoods (each is a blur of every photo)")
         if len(self.enc_blocks) != len(self.dec_blocks):
             raise ValueError(
                 f"enc_blocks {self.enc_blocks} and dec_blocks {self.dec_blocks} must have one entry per level each"
@@ -81,16 +102,37 @@ class NAFNetConfig:
 #: small preset gained 1.4 dB over crop statistics at the same 550 steps (27.76 against 26.38).
 WHOLE_CONTEXT = 128
 
+#: Neighbourhood radii for the presets (see ``neighbourhoods``): LocalTone's. Measured by source (small sources
+#: held out, 20 CPU-minutes, cold starts): +2.36 dB on the development look, +1.91 dB on a second look.
+NEIGHBOURHOODS = (0.005, 0.013, 0.026, 0.052, 0.1)
+
 #: Named configurations. ``small`` is the shipped CPU default (trains on a 2-core CPU in under an hour);
 #: ``base`` is NAFNet-width32 of the paper's SIDD model, for a GPU; ``large`` is the paper's width-64 model.
 #: ``autohdr train --model nafnet`` means ``nafnet-small``. The config's own default (no whole-photo
-#: statistics) is the paper's network, and what checkpoints written without the field mean.
+#: statistics, no neighbourhood maps) is the paper's network, and what checkpoints written without the
+#: fields mean.
 PRESETS: dict[str, NAFNetConfig] = {
-    "small": NAFNetConfig(width=16, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1), whole_context=WHOLE_CONTEXT),
-    "medium": NAFNetConfig(width=24, enc_blocks=(1, 1, 2, 2), middle_blocks=2, dec_blocks=(1, 1, 1, 1), whole_context=WHOLE_CONTEXT),
-    "base": NAFNetConfig(width=32, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2), whole_context=WHOLE_CONTEXT),
-    "large": NAFNetConfig(width=64, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2), whole_context=WHOLE_CONTEXT),
+    "small": NAFNetConfig(width=16, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1),
+                          whole_context=WHOLE_CONTEXT, neighbourhoods=NEIGHBOURHOODS),
+    "medium": NAFNetConfig(width=24, enc_blocks=(1, 1, 2, 2), middle_blocks=2, dec_blocks=(1, 1, 1, 1),
+                          whole_context=WHOLE_CONTEXT, neighbourhoods=NEIGHBOURHOODS),
+    "base": NAFNetConfig(width=32, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2),
+                          whole_context=WHOLE_CONTEXT, neighbourhoods=NEIGHBOURHOODS),
+    "large": NAFNetConfig(width=64, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2),
+                          whole_context=WHOLE_CONTEXT, neighbourhoods=NEIGHBOURHOODS),
 }
+
+
+def coarse_neighbourhood_maps(images: torch.Tensor, scales: tuple[float, ...], size: int) -> torch.Tensor:
+    """Blurred luminance of whole photos ``B x 3 x H x W`` at ``scales`` x their long side, measured on a
+    copy ``size`` long: ``B x K x h x w`` (enlarge a window of it with :func:`autohdr_cli.edits.window_of`)."""
+    small = resize_long_side(images.float(), size)
+    return neighbourhood_luminance(small, scales, max(small.shape[-2:]), False)
+
+
+def coarse_source_maps(source: torch.Tensor, scales: tuple[float, ...], size: int) -> torch.Tensor:
+    """:func:`coarse_neighbourhood_maps` of one photo ``3 x H x W``: ``K x h x w``."""
+    return coarse_neighbourhood_maps(source[None], scales, size)[0]
 
 
 def preset(name: str, **overrides) -> NAFNetConfig:
@@ -205,6 +247,15 @@ class NAFNet(nn.Module):
     #: 1.70x faster than all-NCHW (benchmarks/bench_train_step.py).
     channels_last_training = True
 
+    @staticmethod
+    def config_export_refusal(config: dict) -> str | None:
+        """Why a checkpoint of this ``config`` (its metadata's JSON) cannot be one onnx/pt2 graph, or None."""
+        if config.get("neighbourhoods"):
+            return ("it reads the brightness around each pixel on a copy of the photo whose size and blurs follow "
+                    "each photo's shape, which a traced graph would fix; not supported yet (enhance with the "
+                    ".safetensors file itself)")
+        return None
+
     def __init__(self, config: NAFNetConfig | None = None):
         super().__init__()
         self.config = config or NAFNetConfig()
@@ -213,7 +264,7 @@ class NAFNet(nn.Module):
         def blocks(channels: int, count: int) -> nn.ModuleList:
             return nn.ModuleList(NAFBlock(channels, c.dw_expand, c.ffn_expand, c.dropout, c.layer_norm_eps) for _ in range(count))
 
-        self.intro = nn.Conv2d(3, c.width, 3, padding=1)
+        self.intro = nn.Conv2d(3 + len(c.neighbourhoods), c.width, 3, padding=1)
         self.encoders = nn.ModuleList()
         self.downs = nn.ModuleList()
         channels = c.width
@@ -248,16 +299,54 @@ class NAFNet(nn.Module):
         """Side of the squashed whole photos training must bring along (0: none; see ``whole_context``)."""
         return self.config.whole_context
 
-    def forward(self, images: torch.Tensor, context: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, context: Sequence[torch.Tensor] | None = None, maps: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Enhance ``B x 3 x H x W`` images in [0, 1].
 
         ``context`` (from :meth:`image_context`, one ``B x C x 1 x 1`` tensor per block) replaces each
         block's global average with given statistics; without it every image uses its own (with
-        ``whole_context``, those of the image squashed to that size).
+        ``whole_context``, those of the image squashed to that size). ``maps`` (``B x K x H x W``, the
+        whole photo's blurred luminance at the images' pixels: :meth:`neighbourhood_maps` then
+        :func:`autohdr_cli.edits.window_of`) is what a tile or a crop reads of its surroundings; without
+        it the images are taken as whole photos and measured here.
         """
         if context is None and self.config.whole_context:
             context = self.image_context(images)
-        return self._run(images, context, None)
+        if maps is None and self.config.neighbourhoods:
+            height, width = images.shape[-2:]
+            maps = window_of(self.neighbourhood_maps(images), height, width, 0, 0, height, width)
+        return self._run(images, context, None, maps)
+
+    def neighbourhood_maps(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The blurred luminance of whole photos at each of ``neighbourhoods``, ``B x K x h x w`` on a copy
+        ``neighbourhood_size`` long (None when the config has no neighbourhoods). The tiler computes it
+        once per photo and hands each tile its window."""
+        if not self.config.neighbourhoods:
+            return None
+        return coarse_neighbourhood_maps(images, self.config.neighbourhoods, self.config.neighbourhood_size)
+
+    @property
+    def source_maps(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """What training data computes once per whole training source (``3 x H x W`` to ``K x h x w``)
+        to cut each crop's window of (None when the config has no neighbourhoods)."""
+        if not self.config.neighbourhoods:
+            return None
+        return functools.partial(
+            coarse_source_maps, scales=self.config.neighbourhoods, size=self.config.neighbourhood_size
+        )
+
+    def adapt_start(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A start's ``weights`` fitted to this network: a start without neighbourhood maps (the shipped
+        pretrained start) gets zero weights for them in the intro convolution, so the network starts as
+        exactly that start and learns what the maps add."""
+        start, own = weights.get("intro.weight"), self.intro.weight
+        if start is None or start.dim() != 4 or start.shape[1] >= own.shape[1] or start.shape[1] != 3:
+            return weights
+        if (start.shape[0], *start.shape[2:]) != (own.shape[0], *own.shape[2:]):
+            return weights
+        missing = start.new_zeros(own.shape[0], own.shape[1] - start.shape[1], *own.shape[2:])
+        return {**weights, "intro.weight": torch.cat([start, missing], dim=1)}
 
     def image_context(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The channel-attention statistics of whole images: one ``B x C x 1 x 1`` tensor per block.
@@ -268,12 +357,16 @@ class NAFNet(nn.Module):
         size = self.config.whole_context
         if size and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        maps = None
+        if self.config.neighbourhoods:  # measured on the squashed copy itself, at its own scale
+            maps = neighbourhood_luminance(images, self.config.neighbourhoods, max(images.shape[-2:]), False)
         recorded: list[torch.Tensor] = []
-        self._run(images, None, recorded)
+        self._run(images, None, recorded, maps)
         return recorded
 
     def _run(
-        self, images: torch.Tensor, context: Sequence[torch.Tensor] | None, recorded: list[torch.Tensor] | None
+        self, images: torch.Tensor, context: Sequence[torch.Tensor] | None, recorded: list[torch.Tensor] | None,
+        maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if context is not None and len(context) != self.num_blocks:
             raise ValueError(f"context has {len(context)} statistics; this NAFNet has {self.num_blocks} blocks")
@@ -293,7 +386,18 @@ class NAFNet(nn.Module):
         if pad_bottom or pad_right:
             # Repeated edge pixels rather than zeros: a black border would be a strong false edge to the convs.
             padded = F.pad(images, (0, pad_right, 0, pad_bottom), mode="replicate")
-        x = self.intro(padded)
+        if self.config.neighbourhoods:
+            if maps is None or maps.shape[1] != len(self.config.neighbourhoods) or maps.shape[-2:] != images.shape[-2:]:
+                raise ValueError(f"this NAFNet reads {len(self.config.neighbourhoods)} neighbourhood maps the size of its input")
+            if pad_bottom or pad_right:
+                maps = F.pad(maps, (0, pad_right, 0, pad_bottom), mode="replicate")
+            features = torch.cat([padded, maps - luma(padded)], dim=1)
+            if padded.dim() == 4 and padded.is_contiguous(memory_format=torch.channels_last):
+                # The maps come NCHW: without this the whole network would run in the slower layout.
+                features = features.contiguous(memory_format=torch.channels_last)
+            x = self.intro(features)
+        else:
+            x = self.intro(padded)
         skips = []
         for group, down in zip(self.encoders, self.downs):
             x = run_blocks(x, group)
@@ -315,16 +419,23 @@ class NAFNet(nn.Module):
         """Reconstruction loss of ``forward(source)`` against ``target``; ``looks`` is not used (one look).
 
         ``whole`` (``B x 6 x S x S``: each crop's whole source and target photos, squashed) gives the
-        channel-attention statistics when ``whole_context`` is set, as the photo does at inference.
+        channel-attention statistics when ``whole_context`` is set, as the photo does at inference. With
+        ``neighbourhoods``, ``source`` has ``3 + K`` channels: the crop, then its window of the whole
+        photo's blurred luminance (what the training data cuts with :attr:`source_maps`).
         Charbonnier (a smooth L1) carries PSNR; SSIM and CIEDE2000 terms (config weights) keep local
         contrast and colour right, the two other numbers the evaluation reports.
         """
         from ..losses import ReconstructionLoss
 
+        maps = None
+        if self.config.neighbourhoods:
+            if source.shape[1] != 3 + len(self.config.neighbourhoods):
+                raise ValueError("a NAFNet with neighbourhoods trains on sources that bring their maps (native crops)")
+            source, maps = source[:, :3], source[:, 3:]
         context = None
         if self.config.whole_context:
             context = self.image_context(whole[:, :3] if whole is not None else source)
-        prediction = self(source, context)
+        prediction = self(source, context, maps)
         loss = ReconstructionLoss(
             charbonnier=1.0, ssim=self.config.ssim_weight, delta_e=self.config.delta_e_weight,
             perceptual=self.config.perceptual_weight,
