@@ -350,6 +350,8 @@ def training(check: Check, rows: list[dict]) -> None:
 
     from autohdr_cli.models.nilut import NILUT
     from autohdr_cli.train import seconds_per_step
+    from autohdr_cli.train_data import NativeCrops
+    from autohdr_cli.train_options import DEFAULT_CROPS
 
     batch, crop, trials = (2, 32, 1) if check.quick else (8, 256, 5)
     data = synthetic_pairs(4 if check.quick else 8, 96 if check.quick else 512, 64 if check.quick else 384)
@@ -365,7 +367,10 @@ def training(check: Check, rows: list[dict]) -> None:
                 model = NILUT().to(check.device) if name == "nilut" else load_backend(name, check)
                 if check.cuda:
                     torch.cuda.reset_peak_memory_stats()
-                seconds = seconds_per_step(model, data, batch, crop, lr=1e-4, trials=trials, autocast=autocast)
+                # As `train` draws them: native windows for the models that train on them (a NAFNet's
+                # neighbourhood maps come only with those).
+                crops = NativeCrops(data) if DEFAULT_CROPS.get(name) == "native" else data
+                seconds = seconds_per_step(model, crops, batch, crop, lr=1e-4, trials=trials, autocast=autocast)
                 return {"steps_s": 1 / seconds, "status": "ok",
                         "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if check.cuda else None}
 
