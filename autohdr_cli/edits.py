@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .resize import resize_long_side
+
 _LUMA = (0.2126, 0.7152, 0.0722)
 
 
@@ -81,6 +83,14 @@ def neighbourhood_luminance(images: torch.Tensor, scales: tuple[float, ...], lon
     if photo_mean:
         maps.append(brightness.mean(dim=(2, 3), keepdim=True).expand_as(brightness))
     return torch.cat(maps, dim=1)
+
+
+def whole_photo_maps(images: torch.Tensor, scales: tuple[float, ...], size: int, photo_mean: bool = False) -> torch.Tensor:
+    """:func:`neighbourhood_luminance` of whole photos ``B x 3 x H x W`` measured on a copy ``size`` long
+    (so a radius means the same at any photo size): ``B x K x h x w``, to be enlarged (a window at a
+    time) with :func:`window_of`."""
+    small = resize_long_side(images.float(), size)
+    return neighbourhood_luminance(small, scales, max(small.shape[-2:]), photo_mean)
 
 
 def window_of(maps: torch.Tensor, height: int, width: int, top: int, left: int, rows: int, columns: int) -> torch.Tensor:

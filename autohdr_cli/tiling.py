@@ -161,15 +161,17 @@ def enhance_tiled(
             # One tile covers the photo: run it whole (its own statistics are the exact ones).
             output.copy_(model(images.to(device, torch.float32)).float())
             return output
+        whole = images.to(device, torch.float32)  # one copy on the device for both whole-photo measures
         context: Sequence[torch.Tensor] | None = None
         if hasattr(model, "image_context"):
-            small = resize_long_side(images.to(device, torch.float32), context_size)
+            small = resize_long_side(whole, context_size)
             if channels_last:
                 small = small.contiguous(memory_format=torch.channels_last)
             context = model.image_context(small)
         # Maps of the whole photo's surroundings (a NAFNet with neighbourhoods), measured once; each tile
         # gets its window, so tiles agree with each other and with an untiled run.
-        coarse = model.neighbourhood_maps(images.to(device, torch.float32)) if hasattr(model, "neighbourhood_maps") else None
+        coarse = model.neighbourhood_maps(whole) if hasattr(model, "neighbourhood_maps") else None
+        del whole  # tiles are cut from the photo as given: free the device copy before they run
 
         placements = [
             (index, row, column)

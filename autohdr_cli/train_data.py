@@ -153,7 +153,7 @@ class NativeCrops:
         while all kept maps stay under :data:`MAPS_CACHE_BYTES`, computed again each time beyond."""
         if index in self._maps:
             return self._maps[index].float()
-        maps = self.source_maps(self.pairs.pair(index)[0]).half()  # rounded alike, kept or not (resumes)
+        maps = self.source_maps(self.pairs.pair(index)[0][None])[0].half()  # rounded alike, kept or not (resumes)
         kept = sum(entry.numel() * entry.element_size() for entry in self._maps.values())
         if kept + maps.numel() * maps.element_size() <= MAPS_CACHE_BYTES:
             self._maps[index] = maps

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..edits import luma, neighbourhood_luminance, window_of  # noqa: F401 - neighbourhood_luminance re-exported
+from ..edits import luma, neighbourhood_luminance, whole_photo_maps, window_of
 from ..resize import resize_long_side
 from .lut import apply_lut
 
@@ -111,8 +111,7 @@ class LocalTone(nn.Module):
 
     def context(self, images: torch.Tensor) -> torch.Tensor:
         """Neighbourhood luma maps ``B x K x h x w`` of whole photos, on a copy ``context_size`` long."""
-        small = self.make_thumbnail(images)
-        return neighbourhood_luminance(small, self.config.scales, max(small.shape[-2:]), self.config.photo_mean)
+        return whole_photo_maps(images, self.config.scales, self.config.context_size, self.config.photo_mean)
 
     def enhance_with(self, images: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Run the MLP on ``images`` (any size) with their context maps enlarged to it (same batch).

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..edits import luma, neighbourhood_luminance, window_of
-from ..resize import resize_long_side
+from ..edits import luma, neighbourhood_luminance, whole_photo_maps, window_of
 
 
 #: Each neighbourhood is one blur of every photo's copy and one input channel: a few say what they need to.
@@ -121,18 +120,6 @@ PRESETS: dict[str, NAFNetConfig] = {
     "large": NAFNetConfig(width=64, enc_blocks=(2, 2, 4, 8), middle_blocks=12, dec_blocks=(2, 2, 2, 2),
                           whole_context=WHOLE_CONTEXT, neighbourhoods=NEIGHBOURHOODS),
 }
-
-
-def coarse_neighbourhood_maps(images: torch.Tensor, scales: tuple[float, ...], size: int) -> torch.Tensor:
-    """Blurred luminance of whole photos ``B x 3 x H x W`` at ``scales`` x their long side, measured on a
-    copy ``size`` long: ``B x K x h x w`` (enlarge a window of it with :func:`autohdr_cli.edits.window_of`)."""
-    small = resize_long_side(images.float(), size)
-    return neighbourhood_luminance(small, scales, max(small.shape[-2:]), False)
-
-
-def coarse_source_maps(source: torch.Tensor, scales: tuple[float, ...], size: int) -> torch.Tensor:
-    """:func:`coarse_neighbourhood_maps` of one photo ``3 x H x W``: ``K x h x w``."""
-    return coarse_neighbourhood_maps(source[None], scales, size)[0]
 
 
 def preset(name: str, **overrides) -> NAFNetConfig:
@@ -324,17 +311,16 @@ class NAFNet(nn.Module):
         once per photo and hands each tile its window."""
         if not self.config.neighbourhoods:
             return None
-        return coarse_neighbourhood_maps(images, self.config.neighbourhoods, self.config.neighbourhood_size)
+        return whole_photo_maps(images, self.config.neighbourhoods, self.config.neighbourhood_size)
 
     @property
     def source_maps(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """What training data computes once per whole training source (``3 x H x W`` to ``K x h x w``)
-        to cut each crop's window of (None when the config has no neighbourhoods)."""
+        """:meth:`neighbourhood_maps` as a function that pickles without the network (for data loader
+        workers): what training data computes once per whole training source to cut each crop's window
+        of (None when the config has no neighbourhoods)."""
         if not self.config.neighbourhoods:
             return None
-        return functools.partial(
-            coarse_source_maps, scales=self.config.neighbourhoods, size=self.config.neighbourhood_size
-        )
+        return functools.partial(whole_photo_maps, scales=self.config.neighbourhoods, size=self.config.neighbourhood_size)
 
     def adapt_start(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A start's ``weights`` fitted to this network: a start without neighbourhood maps (the shipped
