@@ -42,14 +42,15 @@ DEFAULT_STEPS = 2000
 
 #: Long side pairs are decoded at when ``--train-size`` is not given: the pairs' own size up to this.
 #: Measured at equal budgets (8 and 20 CPU-minutes, DESIGN.md): nafnet on native windows gained 1.0 dB at
-#: 1536 px over 512; the lut lost 0.5 dB at 1536 (fewer steps in the time), so it stays at 512.
-DEFAULT_TRAIN_SIZE = {"nafnet": 1536}
+#: 1536 px over 512; the lut lost 0.5 dB at 1536 (fewer steps in the time), so it stays at 512. DiffIR
+#: trains as NAFNet does since it reads neighbourhood maps, which only native windows carry.
+DEFAULT_TRAIN_SIZE = {"nafnet": 1536, "diffir": 1536}
 FALLBACK_TRAIN_SIZE = 512
 
 #: How training crops are cut when ``--crops`` is not given: ``resized`` (30-100% of the photo, resized to
 #: ``--crop``: the whole photo's composition) or ``native`` (windows at the decoded size: an edit's local
 #: parts at the scale they are used at). Models not named here use ``resized``.
-DEFAULT_CROPS: dict[str, str] = {"nafnet": "native", "localtone": "native"}
+DEFAULT_CROPS: dict[str, str] = {"nafnet": "native", "diffir": "native", "localtone": "native"}
 #: ``--perceptual`` when it is not given, by model (measured: weights/README.md, "The perceptual loss
 #: term"): at 1 x LPIPS and the same 20-minute budget NAFNet scored LPIPS -22% and +0.35 dB, DiffIR
 #: LPIPS -8% and ΔE2000 -7% at -0.02 dB. Crops smaller than LPIPS's smallest input train without it.

@@ -39,8 +39,8 @@ PRESETS: dict[str, dict] = {"nafnet": nafnet.PRESETS, "diffir": diffir.PRESETS}
 def resolve_preset(name: str, config: dict | None = None) -> tuple[str, dict]:
     """``("nafnet-base", {...})`` -> ``("nafnet", base preset's fields updated by the given config)``.
 
-    A plain model name with presets means its ``small`` preset (for DiffIR the same as its config's
-    defaults; for NAFNet it turns on whole-photo statistics); one without comes back as it is.
+    A plain model name with presets means its ``small`` preset (for NAFNet and DiffIR it turns on
+    whole-photo statistics and the neighbourhood maps); one without comes back as it is.
     Raises KeyError for an unknown model or preset.
     """
     config = dict(config or {})

@@ -97,6 +97,36 @@ class NAFNetConfig:
             raise ValueError(f"whole_context must be 0 or at least {2 ** len(self.enc_blocks)} (one pixel at the bottom level)")
 
 
+#: Why a network that reads neighbourhood maps is not exported as one graph.
+MAPS_EXPORT_REFUSAL = (
+    "it reads the brightness around each pixel on a copy of the photo whose size and blurs follow each photo's "
+    "shape, which a traced graph would fix; not supported yet (enhance with the .safetensors file itself)"
+)
+
+
+def with_widened_intro(weights: dict[str, torch.Tensor], key: str, own: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``weights`` with the colour-only intro convolution ``key`` widened by zero weights to ``own``'s
+    input channels (a start made without neighbourhood maps, for a network that reads them): the
+    network then starts as exactly that start. Unchanged when the start is not such a convolution."""
+    start = weights.get(key)
+    if start is None or start.dim() != 4 or start.shape[1] != 3 or start.shape[1] >= own.shape[1]:
+        return weights
+    if (start.shape[0], *start.shape[2:]) != (own.shape[0], *own.shape[2:]):
+        return weights
+    missing = start.new_zeros(own.shape[0], own.shape[1] - start.shape[1], *own.shape[2:])
+    return {**weights, key: torch.cat([start, missing], dim=1)}
+
+
+def with_maps(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """What an intro convolution that reads neighbourhood maps sees: the colour, then each pixel's
+    luminance against each blurred map (``B x (3 + K) x H x W``), in the images' memory layout."""
+    features = torch.cat([images, maps - luma(images)], dim=1)
+    if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last):
+        # The maps come NCHW: without this the whole network would run in the slower layout.
+        features = features.contiguous(memory_format=torch.channels_last)
+    return features
+
+
 #: Whole-photo statistics for the presets (see ``whole_context``): measured on the held-out pairs, the
 #: small preset gained 1.4 dB over crop statistics at the same 550 steps (27.76 against 26.38).
 WHOLE_CONTEXT = 128
@@ -237,11 +267,7 @@ class NAFNet(nn.Module):
     @staticmethod
     def config_export_refusal(config: dict) -> str | None:
         """Why a checkpoint of this ``config`` (its metadata's JSON) cannot be one onnx/pt2 graph, or None."""
-        if config.get("neighbourhoods"):
-            return ("it reads the brightness around each pixel on a copy of the photo whose size and blurs follow "
-                    "each photo's shape, which a traced graph would fix; not supported yet (enhance with the "
-                    ".safetensors file itself)")
-        return None
+        return MAPS_EXPORT_REFUSAL if config.get("neighbourhoods") else None
 
     def __init__(self, config: NAFNetConfig | None = None):
         super().__init__()
@@ -326,13 +352,7 @@ class NAFNet(nn.Module):
         """A start's ``weights`` fitted to this network: a start without neighbourhood maps (the shipped
         pretrained start) gets zero weights for them in the intro convolution, so the network starts as
         exactly that start and learns what the maps add."""
-        start, own = weights.get("intro.weight"), self.intro.weight
-        if start is None or start.dim() != 4 or start.shape[1] >= own.shape[1] or start.shape[1] != 3:
-            return weights
-        if (start.shape[0], *start.shape[2:]) != (own.shape[0], *own.shape[2:]):
-            return weights
-        missing = start.new_zeros(own.shape[0], own.shape[1] - start.shape[1], *own.shape[2:])
-        return {**weights, "intro.weight": torch.cat([start, missing], dim=1)}
+        return with_widened_intro(weights, "intro.weight", self.intro.weight)
 
     def image_context(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The channel-attention statistics of whole images: one ``B x C x 1 x 1`` tensor per block.
@@ -377,11 +397,7 @@ class NAFNet(nn.Module):
                 raise ValueError(f"this NAFNet reads {len(self.config.neighbourhoods)} neighbourhood maps the size of its input")
             if pad_bottom or pad_right:
                 maps = F.pad(maps, (0, pad_right, 0, pad_bottom), mode="replicate")
-            features = torch.cat([padded, maps - luma(padded)], dim=1)
-            if padded.dim() == 4 and padded.is_contiguous(memory_format=torch.channels_last):
-                # The maps come NCHW: without this the whole network would run in the slower layout.
-                features = features.contiguous(memory_format=torch.channels_last)
-            x = self.intro(features)
+            x = self.intro(with_maps(padded, maps))
         else:
             x = self.intro(padded)
         skips = []
