@@ -141,7 +141,8 @@ class DiffIRConfig:
 
 
 #: Whole-photo attention for the presets (see ``whole_context``): by source (small sources held out, 20
-#: CPU-minutes, with the neighbourhood maps) +0.38 dB on the development look, and a cheaper context.
+#: CPU-minutes, with the neighbourhood maps) +0.38 dB on the development look, +0.66 on the airy look,
+#: and a cheaper context.
 WHOLE_CONTEXT = 128
 
 #: Named configurations. ``small`` is the shipped CPU default (about NAFNet-small's cost per megapixel);
@@ -452,7 +453,8 @@ class DiffIR(nn.Module):
     #: Trains channels-last: a CPU step 1.49x faster than NCHW (benchmarks/bench_train_step.py).
     channels_last_training = True
     #: AdamW's peak rate when ``--lr`` is not given. By source at 20 CPU-minutes (~200 steps a stage),
-    #: 2e-3 scored +0.95 dB over the project's 1e-3 (development look): the DIRformer was undertrained.
+    #: 2e-3 scored +0.34 dB (development look, two seeds) and +1.27 dB (airy) over the project's 1e-3,
+    #: LPIPS lower each time; 3e-3 and 5e-3 scored less. The DIRformer was undertrained at 1e-3.
     default_lr = 2e-3
 
     @staticmethod
