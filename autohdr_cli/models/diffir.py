@@ -33,9 +33,8 @@ once, as a plain regressor from CPEN-S2's features to the prior, with the same l
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -43,10 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..edits import whole_photo_maps, window_of
-from .nafnet import (
-    MAPS_EXPORT_REFUSAL, MAX_NEIGHBOURHOODS, NEIGHBOURHOODS, ChannelLayerNorm, with_maps, with_widened_intro,
-)
+from .nafnet import MAX_NEIGHBOURHOODS, NEIGHBOURHOODS, ChannelLayerNorm, ReadsNeighbourhoods, with_maps, with_widened_intro
 
 
 @dataclass
@@ -437,7 +433,7 @@ class DIRformer(nn.Module):
 # ---------------------------------------------------------------------------------------------- model
 
 
-class DiffIR(nn.Module):
+class DiffIR(ReadsNeighbourhoods, nn.Module):
     """DiffIR image-to-image model: ``B x 3 x H x W`` in [0, 1] to the edited photo, same shape.
 
     Any size goes in (padded with repeated edge pixels to a multiple of ``2 ** levels``, cropped back).
@@ -456,11 +452,6 @@ class DiffIR(nn.Module):
     #: 2e-3 scored +0.34 dB (development look, two seeds) and +1.27 dB (airy) over the project's 1e-3,
     #: LPIPS lower each time; 3e-3 and 5e-3 scored less. The DIRformer was undertrained at 1e-3.
     default_lr = 2e-3
-
-    @staticmethod
-    def config_export_refusal(config: dict) -> str | None:
-        """Why a checkpoint of this ``config`` (its metadata's JSON) cannot be one onnx/pt2 graph, or None."""
-        return MAPS_EXPORT_REFUSAL if config.get("neighbourhoods") else None
 
     def __init__(self, config: DiffIRConfig | None = None):
         super().__init__()
@@ -536,22 +527,6 @@ class DiffIR(nn.Module):
         """How training's validation table names this model's row."""
         return "diffir" if self.config.stage == 2 else "diffir stage 1 (prior read from the target)"
 
-    def neighbourhood_maps(self, images: torch.Tensor) -> torch.Tensor | None:
-        """The blurred luminance of whole photos at each of ``neighbourhoods``, ``B x K x h x w`` on a copy
-        ``neighbourhood_size`` long (None without neighbourhoods). The tiler computes it once per photo
-        and hands each tile its window."""
-        if not self.config.neighbourhoods:
-            return None
-        return whole_photo_maps(images, self.config.neighbourhoods, self.config.neighbourhood_size)
-
-    @property
-    def source_maps(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """:meth:`neighbourhood_maps` as a function that pickles without the network: what training data
-        computes once per whole training source to cut each crop's window of (None without neighbourhoods)."""
-        if not self.config.neighbourhoods:
-            return None
-        return functools.partial(whole_photo_maps, scales=self.config.neighbourhoods, size=self.config.neighbourhood_size)
-
     def adapt_start(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A start's ``weights`` fitted to this network: a DiffIR start without neighbourhood maps gets zero
         weights for them in the DIRformer's intro, so the network starts as exactly that start."""
@@ -624,14 +599,9 @@ class DiffIR(nn.Module):
         crop's); without it ``images`` are taken as whole photos and measured here.
         """
         height, width = images.shape[-2:]
-        if self.config.neighbourhoods:
-            if maps is None:
-                maps = window_of(self.neighbourhood_maps(images), height, width, 0, 0, height, width)
-            if maps.shape[1] != len(self.config.neighbourhoods) or maps.shape[-2:] != images.shape[-2:]:
-                raise ValueError(f"this DiffIR reads {len(self.config.neighbourhoods)} neighbourhood maps the size of its input")
+        maps = self.maps_at(images, maps)
+        if maps is not None:
             maps = maps.to(images.dtype)
-        else:
-            maps = None
         out = self.dirformer(self._padded(images), prior.to(images.dtype), attention, recorded, self._padded(maps))
         return out[..., :height, :width] if self.training else out[..., :height, :width].clamp(0.0, 1.0)
 
@@ -709,11 +679,7 @@ class DiffIR(nn.Module):
         from ..losses import ReconstructionLoss
 
         c = self.config
-        maps = None
-        if c.neighbourhoods:
-            if source.shape[1] != 3 + len(c.neighbourhoods):
-                raise ValueError("a DiffIR with neighbourhoods trains on sources that bring their maps (native crops)")
-            source, maps = source[:, :3], source[:, 3:]
+        source, maps = self.colour_and_maps(source)
         pixel_loss = ReconstructionLoss(
             charbonnier=1.0, ssim=c.ssim_weight, delta_e=c.delta_e_weight, perceptual=c.perceptual_weight
         )

@@ -127,6 +127,58 @@ def with_maps(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     return features
 
 
+class ReadsNeighbourhoods:
+    """What a network whose intro reads neighbourhood maps (NAFNet, DiffIR) offers the tiler, the training
+    data and export: its config's ``neighbourhoods`` and ``neighbourhood_size`` measured on whole photos,
+    each input's maps checked or measured, and a training source split into colour and maps."""
+
+    @staticmethod
+    def config_export_refusal(config: dict) -> str | None:
+        """Why a checkpoint of this ``config`` (its metadata's JSON) cannot be one onnx/pt2 graph, or None."""
+        return MAPS_EXPORT_REFUSAL if config.get("neighbourhoods") else None
+
+    def neighbourhood_maps(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The blurred luminance of whole photos at each of ``neighbourhoods``, ``B x K x h x w`` on a copy
+        ``neighbourhood_size`` long (None when the config has no neighbourhoods). The tiler computes it
+        once per photo and hands each tile its window."""
+        if not self.config.neighbourhoods:
+            return None
+        return whole_photo_maps(images, self.config.neighbourhoods, self.config.neighbourhood_size)
+
+    @property
+    def source_maps(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """:meth:`neighbourhood_maps` as a function that pickles without the network (for data loader
+        workers): what training data computes once per whole training source to cut each crop's window
+        of (None when the config has no neighbourhoods)."""
+        if not self.config.neighbourhoods:
+            return None
+        return functools.partial(whole_photo_maps, scales=self.config.neighbourhoods, size=self.config.neighbourhood_size)
+
+    def maps_at(self, images: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor | None:
+        """The maps the intro reads beside ``images``: ``maps`` (a tile's or a crop's window) checked
+        against the images, or, when None, measured on ``images`` taken as whole photos. None for a
+        network without neighbourhoods."""
+        count = len(self.config.neighbourhoods)
+        if not count:
+            return None
+        if maps is None:
+            height, width = images.shape[-2:]
+            maps = window_of(self.neighbourhood_maps(images), height, width, 0, 0, height, width)
+        if maps.shape[1] != count or maps.shape[-2:] != images.shape[-2:]:
+            raise ValueError(f"this {type(self).__name__} reads {count} neighbourhood maps the size of its input")
+        return maps
+
+    def colour_and_maps(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A training batch's sources split into colour and maps (``3 + K`` channels with neighbourhoods,
+        as :attr:`source_maps` lets the data bring them)."""
+        count = len(self.config.neighbourhoods)
+        if not count:
+            return source, None
+        if source.shape[1] != 3 + count:
+            raise ValueError(f"a {type(self).__name__} with neighbourhoods trains on sources that bring their maps (native crops)")
+        return source[:, :3], source[:, 3:]
+
+
 #: Whole-photo statistics for the presets (see ``whole_context``): measured on the held-out pairs, the
 #: small preset gained 1.4 dB over crop statistics at the same 550 steps (27.76 against 26.38).
 WHOLE_CONTEXT = 128
@@ -246,7 +298,7 @@ class NAFBlock(nn.Module):
         return F.conv2d(y, self.conv5.weight * gamma, self.conv5.bias * gamma.view(-1)).add_(x)
 
 
-class NAFNet(nn.Module):
+class NAFNet(ReadsNeighbourhoods, nn.Module):
     """NAFNet image-to-image model: ``B x 3 x H x W`` in [0, 1] to the same shape (the edited photo).
 
     Any size goes in: the input is padded (edge pixels repeated) to a multiple of ``2 ** levels`` and the
@@ -263,11 +315,6 @@ class NAFNet(nn.Module):
     #: Trains channels-last (the fused channel LayerNorm and the depthwise convolutions): a CPU step
     #: 1.70x faster than all-NCHW (benchmarks/bench_train_step.py).
     channels_last_training = True
-
-    @staticmethod
-    def config_export_refusal(config: dict) -> str | None:
-        """Why a checkpoint of this ``config`` (its metadata's JSON) cannot be one onnx/pt2 graph, or None."""
-        return MAPS_EXPORT_REFUSAL if config.get("neighbourhoods") else None
 
     def __init__(self, config: NAFNetConfig | None = None):
         super().__init__()
@@ -326,27 +373,7 @@ class NAFNet(nn.Module):
         """
         if context is None and self.config.whole_context:
             context = self.image_context(images)
-        if maps is None and self.config.neighbourhoods:
-            height, width = images.shape[-2:]
-            maps = window_of(self.neighbourhood_maps(images), height, width, 0, 0, height, width)
-        return self._run(images, context, None, maps)
-
-    def neighbourhood_maps(self, images: torch.Tensor) -> torch.Tensor | None:
-        """The blurred luminance of whole photos at each of ``neighbourhoods``, ``B x K x h x w`` on a copy
-        ``neighbourhood_size`` long (None when the config has no neighbourhoods). The tiler computes it
-        once per photo and hands each tile its window."""
-        if not self.config.neighbourhoods:
-            return None
-        return whole_photo_maps(images, self.config.neighbourhoods, self.config.neighbourhood_size)
-
-    @property
-    def source_maps(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """:meth:`neighbourhood_maps` as a function that pickles without the network (for data loader
-        workers): what training data computes once per whole training source to cut each crop's window
-        of (None when the config has no neighbourhoods)."""
-        if not self.config.neighbourhoods:
-            return None
-        return functools.partial(whole_photo_maps, scales=self.config.neighbourhoods, size=self.config.neighbourhood_size)
+        return self._run(images, context, None, self.maps_at(images, maps))
 
     def adapt_start(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A start's ``weights`` fitted to this network: a start without neighbourhood maps (the shipped
@@ -392,9 +419,7 @@ class NAFNet(nn.Module):
         if pad_bottom or pad_right:
             # Repeated edge pixels rather than zeros: a black border would be a strong false edge to the convs.
             padded = F.pad(images, (0, pad_right, 0, pad_bottom), mode="replicate")
-        if self.config.neighbourhoods:
-            if maps is None or maps.shape[1] != len(self.config.neighbourhoods) or maps.shape[-2:] != images.shape[-2:]:
-                raise ValueError(f"this NAFNet reads {len(self.config.neighbourhoods)} neighbourhood maps the size of its input")
+        if maps is not None:  # checked by maps_at, or measured on the copy by image_context
             if pad_bottom or pad_right:
                 maps = F.pad(maps, (0, pad_right, 0, pad_bottom), mode="replicate")
             x = self.intro(with_maps(padded, maps))
@@ -429,11 +454,7 @@ class NAFNet(nn.Module):
         """
         from ..losses import ReconstructionLoss
 
-        maps = None
-        if self.config.neighbourhoods:
-            if source.shape[1] != 3 + len(self.config.neighbourhoods):
-                raise ValueError("a NAFNet with neighbourhoods trains on sources that bring their maps (native crops)")
-            source, maps = source[:, :3], source[:, 3:]
+        source, maps = self.colour_and_maps(source)
         context = None
         if self.config.whole_context:
             context = self.image_context(whole[:, :3] if whole is not None else source)
