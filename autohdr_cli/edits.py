@@ -17,8 +17,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .resize import resize_long_side
-
 _LUMA = (0.2126, 0.7152, 0.0722)
 
 
@@ -45,9 +43,20 @@ def luma(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
+def mirrored_indices(size: int, radius: int, device: torch.device | None = None) -> torch.Tensor:
+    """Indices of ``size`` samples padded by ``radius`` on each side, mirrored about the edge samples
+    (``2 1 | 0 1 2 ... | n-2 n-3``, torch's "reflect"), mirrored again as often as a pad longer than the
+    samples needs: defined for any size, with no branch on it (so a traced graph keeps a free size)."""
+    # The period as a one-element tensor (2 (n - 1), at least 1) rather than a Python number: ONNX
+    # converts a remainder by a tensor, not by a traced size.
+    period = (torch.arange(size, device=device)[-1:] * 2).clamp(min=1)
+    offsets = torch.arange(-radius, size + radius, device=device).remainder(period)
+    return torch.minimum(offsets, period - offsets)
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``B x C x H x W`` maps, ``sigma`` in pixels; the border is mirrored
-    (edge values repeated where the map is smaller than the kernel's reach)."""
+    (:func:`mirrored_indices`, also where the map is smaller than the kernel's reach)."""
     if sigma < 0.3:
         return maps
     radius = max(1, math.ceil(3.0 * sigma))
@@ -56,18 +65,21 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = kernel / kernel.sum()
     channels = maps.shape[1]
     height, width = maps.shape[-2:]
-    mode = "reflect" if radius < min(height, width) else "replicate"
-    padded = F.pad(maps, (radius, radius, radius, radius), mode=mode)
+    # Padding by gathering mirrored rows and columns rather than F.pad(mode="reflect"), which refuses a
+    # pad as long as the map and would make a traced graph branch on the map's size.
+    padded = maps.index_select(-1, mirrored_indices(width, radius, maps.device))
     rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+    rows = rows.index_select(-2, mirrored_indices(height, radius, maps.device))
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """:func:`gaussian_blur` at ``sigma`` pixels, computed on a copy shrunk by a power of two so the
     kernel stays under ~25 taps (average-pooled down, bilinearly enlarged back): a wide blur is smooth,
-    so this changes it by a fraction of a percent of its range at a small share of the cost."""
+    so this changes it by a fraction of a percent of its range at a small share of the cost. The factor
+    follows ``sigma`` alone (a traced graph keeps a free map size)."""
     factor = 1
-    while sigma / (factor * 2) >= 4.0 and min(maps.shape[-2:]) // (factor * 2) >= 8:
+    while sigma / (factor * 2) >= 4.0:
         factor *= 2
     if factor == 1:
         return gaussian_blur(maps, sigma)
@@ -85,12 +97,26 @@ def neighbourhood_luminance(images: torch.Tensor, scales: tuple[float, ...], lon
     return torch.cat(maps, dim=1)
 
 
+def measuring_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """The size of the copy a photo's neighbourhoods are measured on: ``long_side`` long, the photo's
+    shape (rounded half up), smaller photos enlarged. Integer arithmetic with no branch on the size, so
+    a traced graph (ONNX, torch.export) computes the same copy for any photo."""
+    longest = torch.sym_max(height, width)
+    return (
+        torch.sym_max((2 * height * long_side + longest) // (2 * longest), 1),
+        torch.sym_max((2 * width * long_side + longest) // (2 * longest), 1),
+    )
+
+
 def whole_photo_maps(images: torch.Tensor, scales: tuple[float, ...], size: int, photo_mean: bool = False) -> torch.Tensor:
     """:func:`neighbourhood_luminance` of whole photos ``B x 3 x H x W`` measured on a copy ``size`` long
-    (so a radius means the same at any photo size): ``B x K x h x w``, to be enlarged (a window at a
-    time) with :func:`window_of`."""
-    small = resize_long_side(images.float(), size)
-    return neighbourhood_luminance(small, scales, max(small.shape[-2:]), photo_mean)
+    (:func:`measuring_size`, so a radius is the same number of the copy's pixels for any photo):
+    ``B x K x h x w``, to be enlarged (a window at a time) with :func:`window_of`."""
+    copy = F.interpolate(
+        images.float(), size=measuring_size(images.shape[-2], images.shape[-1], size),
+        mode="bilinear", antialias=True, align_corners=False,
+    )
+    return neighbourhood_luminance(copy, scales, size, photo_mean)
 
 
 def window_of(maps: torch.Tensor, height: int, width: int, top: int, left: int, rows: int, columns: int) -> torch.Tensor:

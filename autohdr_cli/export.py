@@ -36,6 +36,7 @@ from .checkpoint import (
     CheckpointError, checkpoint_bytes, config_dict, load_checkpoint, load_model, read_header, read_metadata,
 )
 from .cube import MAX_SIZE, MIN_SIZE, CubeError, CubeLUT, write_cube
+from .edits import window_of
 from .imageio import PhotoError, atomic_write_bytes, load_image
 from .models import MODELS, name_of
 from .models.lut import apply_lut, identity_lut, lookup_batched, lut_to_table
@@ -272,7 +273,9 @@ class PaddedGraph(nn.Module):
     The model pads only when the size is not already a multiple; traced, that test would pin the graph
     to one of the two cases. Padding here to ``multiple * ceil(size / multiple)`` (edge pixels repeated,
     as the model does) gives a size the tracer can prove is a multiple, so the model's own test vanishes;
-    the crop back is a negative pad, because a slice would add a guard on the size as well.
+    the crop back is a negative pad, because a slice would add a guard on the size as well. What the
+    model reads of the whole photo (DiffIR's prior, whole-photo statistics, neighbourhood maps) is taken
+    from the photo as it is, before padding, as the model's own forward does.
     """
 
     def __init__(self, model: nn.Module):
@@ -284,21 +287,42 @@ class PaddedGraph(nn.Module):
         """Enhance ``B x 3 x H x W`` images in [0, 1]."""
         height, width = images.shape[-2:]
         k = self.multiple
-        padded = F.pad(images, (0, k * ((width + k - 1) // k) - width, 0, k * ((height + k - 1) // k) - height), mode="replicate")
-        if hasattr(self.model, "estimate_prior"):
-            # DiffIR reads its prior from the photo as it is, before padding: so must the graph.
-            result = self.model(padded, [self.model.estimate_prior(images)])
-        elif getattr(getattr(self.model, "config", None), "whole_context", 0):
-            # A NAFNet with whole-photo statistics reads them before padding too.
-            result = self.model(padded, self.model.image_context(images))
-        else:
-            result = self.model(padded)
+        padding = (0, k * ((width + k - 1) // k) - width, 0, k * ((height + k - 1) // k) - height)
+        padded = F.pad(images, padding, mode="replicate")
+        context = None
+        if getattr(getattr(self.model, "config", None), "whole_context", 0):
+            context = self.model.image_context(images)
+        elif hasattr(self.model, "estimate_prior"):
+            context = [self.model.estimate_prior(images)]
+        maps = self.model.maps_at(images, None) if hasattr(self.model, "maps_at") else None
+        if maps is not None:
+            maps = F.pad(maps, padding, mode="replicate")
+        result = self.model(padded, context, maps=maps)
         return F.pad(result, (0, width - result.shape[-1], 0, height - result.shape[-2]))
 
 
+class PixelGraph(nn.Module):
+    """A per-pixel model reading neighbourhood maps (LocalTone): maps measured on the photo's copy, enlarged
+    to the photo, and the network on every pixel at once (the model's own forward does the same in bands
+    of rows, which a traced graph would pin to one photo height)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Enhance ``B x 3 x H x W`` images in [0, 1]."""
+        height, width = images.shape[-2:]
+        maps = window_of(self.model.context(images), height, width, 0, 0, height, width)
+        return self.model.enhance_with(images, maps)
+
+
 def export_graph(model: nn.Module) -> nn.Module:
-    """The module to trace for ``model``: global models get a single-lookup graph, models that pad to a
-    multiple are padded first, others are traced as they are."""
+    """The module to trace for ``model``: global models get a single-lookup graph, per-pixel models one
+    that runs every pixel at once, models that pad to a multiple are padded first, others are traced as
+    they are."""
+    if not is_global(model) and hasattr(model, "enhance_with"):
+        return PixelGraph(model).eval()
     if not is_global(model):
         return PaddedGraph(model).eval() if getattr(model, "multiple", 1) > 1 else model.eval()
     if needs_image(model):

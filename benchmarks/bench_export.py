@@ -5,6 +5,7 @@ Usage:
     python benchmarks/bench_export.py                    # every backend, default configs, 1024x1024
     python benchmarks/bench_export.py --tiny             # the small test configs (quick)
     python benchmarks/bench_export.py --models lut nilut --size 2048 --repeats 5
+    python benchmarks/bench_export.py --weights autohdr_cli/weights/nafnet-default.safetensors  # trained files
 
 For each backend in ``autohdr_cli.models.MODELS`` it builds the model (default config, or ``--tiny``),
 exports it the way ``autohdr export`` does (one trace, then pt2 and ONNX, each reloaded and checked
@@ -13,7 +14,9 @@ against PyTorch), and prints the sizes of the checkpoint, ``.cube`` (global mode
 ``forward``, inference mode) and through an ONNX Runtime CPU session, alternating the two so that load
 from other processes hits both alike, and prints the median times and their ratio (ORT / PyTorch: below
 1 means ONNX Runtime is faster). Both use every core (torch's and ORT's default thread counts).
-Weights are untrained: speed does not depend on them.
+Weights are untrained: speed does not depend on them. ``--weights FILE...`` times checkpoints instead
+(the shipped defaults, whose configs differ from the registered defaults: NAFNet and DiffIR read
+neighbourhood maps, measured inside the exported graph).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from autohdr_cli.checkpoint import checkpoint_bytes
+from autohdr_cli.checkpoint import checkpoint_bytes, load_model
 from autohdr_cli.cube import format_cube
 from autohdr_cli.export import (
     ExportFailed, cube_from_model, human_size, needs_image, onnx_bytes, pt2_bytes, trace_program,
@@ -76,11 +79,14 @@ def time_pair(model: torch.nn.Module, session, images: torch.Tensor, repeats: in
     return statistics.median(torch_times), statistics.median(ort_times)
 
 
-def bench_backend(name: str, tiny: bool, size: int, repeats: int, folder: Path) -> dict:
-    """Sizes, export time and speeds of one backend."""
+def bench_backend(name: str, tiny: bool, size: int, repeats: int, folder: Path, weights: Path | None = None) -> dict:
+    """Sizes, export time and speeds of one backend (or of the checkpoint ``weights``, named ``name``)."""
     import onnxruntime
 
-    model = build(name, TINY_CONFIGS.get(name) if tiny else None).eval()
+    if weights is not None:
+        model = load_model(weights).eval()
+    else:
+        model = build(name, TINY_CONFIGS.get(name) if tiny else None).eval()
     row = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
     row["safetensors"] = len(checkpoint_bytes(model))
     row["cube"] = cube_size_bytes(model, folder)
@@ -112,6 +118,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="small configs instead of the defaults")
     parser.add_argument("--size", type=int, default=1024, help="image side in pixels (default 1024)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each (median reported)")
+    parser.add_argument("--weights", nargs="*", type=Path, default=[], help="checkpoints to time instead of --models")
     args = parser.parse_args()
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
@@ -119,15 +126,16 @@ def main() -> int:
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {'tiny' if args.tiny else 'default'} configs, "
-        f"{args.size}x{args.size}, median of {args.repeats}"
+        f"{args.size}x{args.size}, median of {args.repeats}" + (", trained checkpoints" if args.weights else "")
     )
     header = f"{'model':8} {'params':>9} {'safetensors':>11} {'cube':>9} {'pt2':>9} {'onnx':>9} {'export':>7} "
     header += f"{'max diff':>9} {'torch ms':>9} {'ort ms':>9} {'ort/torch':>9}"
     print(header)
     failed = False
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.models:
-            row = bench_backend(name, args.tiny, args.size, args.repeats, Path(folder))
+        runs = [(path.stem, path) for path in args.weights] or [(name, None) for name in args.models]
+        for name, weights in runs:
+            row = bench_backend(name, args.tiny, args.size, args.repeats, Path(folder), weights)
             if "error" in row:
                 failed = True
                 print(f"{name:8} {row['parameters']:>9,} {_size(row['safetensors']):>11}  export failed: {row['error']}")

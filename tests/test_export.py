@@ -36,9 +36,10 @@ TINY_CONFIGS = {
     "nafnet": {"width": 4, "enc_blocks": [0], "middle_blocks": 1, "dec_blocks": [0]},
     "diffir": {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1], "heads": [1, 2], "prior_dim": 16,
                "cpen_width": 4, "cpen_blocks": 1, "prior_size": 32, "denoiser_blocks": 1},
+    "localtone": {"hidden": 8, "depth": 1, "context_size": 32},
 }
 # Models built on a downloaded base (ip2p) are exported and described in test_ip2p.py; models that
-# refuse a graph (localtone) are tested for the refusal in their own file.
+# refuse a graph are tested for the refusal in their own file.
 BACKENDS = sorted(name for name in MODELS if not getattr(MODELS[name], "needs_base", False) and not getattr(MODELS[name], "export_refusal", None))
 GLOBAL_BACKENDS = [name for name in BACKENDS if is_global(build(name, TINY_CONFIGS.get(name)))]
 OTHER_BACKENDS = [name for name in BACKENDS if name not in GLOBAL_BACKENDS]

@@ -163,14 +163,23 @@ def test_train_size_follows_the_context_size(tmp_path, run):
     assert "--train-size 64" in result.output and "32" in result.output
 
 
-def test_export_says_why_it_cannot_be_a_cube_or_a_graph(tmp_path, run):
+def test_export_gives_a_graph_not_a_cube_and_refuses_a_graph_when_carried_by_lut(tmp_path, run):
+    pytest.importorskip("onnxruntime")
     weights = tmp_path / "tone.safetensors"
     save_checkpoint(weights, trained_looking(LocalTone(make_config("localtone", TINY))), training={"steps": 1})
-    for fmt in ("cube", "onnx", "pt2"):
+    result = run("export", weights, "--format", "cube", "-o", tmp_path / "tone.cube")
+    assert result.exit_code == 2, result.output
+    assert "cannot be a LUT" in result.output and "onnx or pt2" in result.output
+    assert not (tmp_path / "tone.cube").exists()
+    for fmt in ("onnx", "pt2"):  # each checked against PyTorch by export itself
         result = run("export", weights, "--format", fmt, "-o", tmp_path / f"tone.{fmt}")
-        assert result.exit_code == 2, result.output
-        assert "safetensors file itself" in result.output
-        assert not (tmp_path / f"tone.{fmt}").exists()
+        assert result.exit_code == 0, result.output
+    carried = tmp_path / "carried.safetensors"
+    save_checkpoint(carried, trained_looking(LocalTone(make_config("localtone", {**TINY, "lut_size": 9}))), training={"steps": 1})
+    result = run("export", carried, "--format", "onnx", "-o", tmp_path / "carried.onnx")
+    assert result.exit_code == 2, result.output
+    assert "fitted to each photo" in result.output and "--image" in result.output
+    assert not (tmp_path / "carried.onnx").exists()
 
 
 def test_a_local_network_can_learn_what_is_left_after_it(tmp_path, run):

@@ -77,12 +77,17 @@ class LocalTone(nn.Module):
     whole_photo_edit = True
     #: Training decodes the pairs at this config field's size (``autohdr train`` reads it).
     train_size_field = "context_size"
-    #: Why ``autohdr export`` offers no onnx/pt2 file: the size of the context copy, how far each blur
-    #: shrinks it and how its border is padded follow each photo's shape, which a traced graph would fix.
-    export_refusal = (
-        "the size of its context copy and how each blur is computed follow each photo's shape, which a "
-        "traced graph would fix; not supported yet (enhance with the .safetensors file itself)"
-    )
+
+    @staticmethod
+    def config_export_refusal(config: dict) -> str | None:
+        """Why a checkpoint of this ``config`` (its metadata's JSON) cannot be one onnx/pt2 graph, or None:
+        a per-photo LUT is fitted by an iterative solver that stops when it converges."""
+        if config.get("lut_size"):
+            return (
+                "it carries its edit by a LUT fitted to each photo, by a solver a traced graph cannot hold "
+                "(export --format cube --image PHOTO gives one photo's LUT)"
+            )
+        return None
 
     #: Config fields ``load_checkpoint(settings=...)`` may change: how the edit reaches the full photo.
     runtime_settings = ("lut_size",)

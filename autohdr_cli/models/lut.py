@@ -317,7 +317,11 @@ class AdaptiveLUT(nn.Module):
 
     def _predict(self, thumbnails: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Unclamped LUTs ``B x 3 x S x S x S`` and the curves ``B x 3 x P`` (or None) for a batch."""
-        features = self.encoder(thumbnails)
+        return self.luts_from_features(self.encoder(thumbnails))
+
+    def luts_from_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the two heads make of the encoder's ``B x hidden`` features: unclamped LUTs and the curves
+        (or None). Apart from :meth:`_predict` so a benchmark can search this space for one photo's best."""
         weights = self.basis_weights(features)
         luts = torch.einsum("bk,kcxyz->bcxyz", weights, self.basis)
         if self.curve_offsets is None:

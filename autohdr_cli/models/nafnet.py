@@ -97,13 +97,6 @@ class NAFNetConfig:
             raise ValueError(f"whole_context must be 0 or at least {2 ** len(self.enc_blocks)} (one pixel at the bottom level)")
 
 
-#: Why a network that reads neighbourhood maps is not exported as one graph.
-MAPS_EXPORT_REFUSAL = (
-    "it reads the brightness around each pixel on a copy of the photo whose size and blurs follow each photo's "
-    "shape, which a traced graph would fix; not supported yet (enhance with the .safetensors file itself)"
-)
-
-
 def with_widened_intro(weights: dict[str, torch.Tensor], key: str, own: torch.Tensor) -> dict[str, torch.Tensor]:
     """``weights`` with the colour-only intro convolution ``key`` widened by zero weights to ``own``'s
     input channels (a start made without neighbourhood maps, for a network that reads them): the
@@ -131,11 +124,6 @@ class ReadsNeighbourhoods:
     """What a network whose intro reads neighbourhood maps (NAFNet, DiffIR) offers the tiler, the training
     data and export: its config's ``neighbourhoods`` and ``neighbourhood_size`` measured on whole photos,
     each input's maps checked or measured, and a training source split into colour and maps."""
-
-    @staticmethod
-    def config_export_refusal(config: dict) -> str | None:
-        """Why a checkpoint of this ``config`` (its metadata's JSON) cannot be one onnx/pt2 graph, or None."""
-        return MAPS_EXPORT_REFUSAL if config.get("neighbourhoods") else None
 
     def neighbourhood_maps(self, images: torch.Tensor) -> torch.Tensor | None:
         """The blurred luminance of whole photos at each of ``neighbourhoods``, ``B x K x h x w`` on a copy
