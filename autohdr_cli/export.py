@@ -314,7 +314,7 @@ class PixelGraph(nn.Module):
         """Enhance ``B x 3 x H x W`` images in [0, 1]."""
         height, width = images.shape[-2:]
         maps = window_of(self.model.context(images), height, width, 0, 0, height, width)
-        return self.model.enhance_with(images, maps)
+        return self.model.enhance_with(images, maps).clamp(0.0, 1.0)
 
 
 def export_graph(model: nn.Module) -> nn.Module:

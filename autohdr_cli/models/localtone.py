@@ -151,11 +151,14 @@ class LocalTone(nn.Module):
         return fit_luts(thumbnails, self.edit_pixels(thumbnails).clamp(0.0, 1.0), size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Enhance whole photos ``B x 3 x H x W`` in [0, 1]: :meth:`edit_pixels`, or with ``lut_size`` set
-        the LUT fitted on a small copy's edit, applied to the photo."""
+        """Enhance whole photos ``B x 3 x H x W`` in [0, 1]: :meth:`edit_pixels` (clipped to [0, 1] in eval
+        mode), or with ``lut_size`` set the LUT fitted on a small copy's edit, applied to the photo."""
         if self.carries_lut:
             return apply_lut(images, self.predict_lut(self.make_thumbnail(images)))
-        return self.edit_pixels(images)
+        edited = self.edit_pixels(images)
+        # Clipped when enhancing, as NAFNet and DiffIR clip: what reaches a file, a base's network or an
+        # exported graph is a photo.
+        return edited if self.training else edited.clamp(0.0, 1.0)
 
     def edit_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """The MLP on every pixel of whole photos ``B x 3 x H x W``, in bands of rows (the same function as
