@@ -36,7 +36,6 @@ from .checkpoint import (
     CheckpointError, checkpoint_bytes, config_dict, load_checkpoint, load_model, read_header, read_metadata,
 )
 from .cube import MAX_SIZE, MIN_SIZE, CubeError, CubeLUT, write_cube
-from .edits import window_of
 from .imageio import PhotoError, atomic_write_bytes, load_image
 from .models import MODELS, name_of
 from .models.lut import apply_lut, identity_lut, lookup_batched, lut_to_table
@@ -302,9 +301,9 @@ class PaddedGraph(nn.Module):
 
 
 class PixelGraph(nn.Module):
-    """A per-pixel model reading neighbourhood maps (LocalTone): maps measured on the photo's copy, enlarged
-    to the photo, and the network on every pixel at once (the model's own forward does the same in bands
-    of rows, which a traced graph would pin to one photo height)."""
+    """A per-pixel model reading neighbourhood maps (LocalTone): every pixel at once (``edit_whole``; the
+    model's own forward works in bands of rows, which a traced graph would pin to one photo height),
+    clipped as the model clips when enhancing."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -312,16 +311,14 @@ class PixelGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Enhance ``B x 3 x H x W`` images in [0, 1]."""
-        height, width = images.shape[-2:]
-        maps = window_of(self.model.context(images), height, width, 0, 0, height, width)
-        return self.model.enhance_with(images, maps).clamp(0.0, 1.0)
+        return self.model.edit_whole(images).clamp(0.0, 1.0)
 
 
 def export_graph(model: nn.Module) -> nn.Module:
     """The module to trace for ``model``: global models get a single-lookup graph, per-pixel models one
     that runs every pixel at once, models that pad to a multiple are padded first, others are traced as
     they are."""
-    if not is_global(model) and hasattr(model, "enhance_with"):
+    if not is_global(model) and hasattr(model, "edit_whole"):
         return PixelGraph(model).eval()
     if not is_global(model):
         return PaddedGraph(model).eval() if getattr(model, "multiple", 1) > 1 else model.eval()

@@ -48,6 +48,9 @@ TINY_CONFIGS = {
     "lut": {"lut_size": 9, "num_basis": 2, "thumbnail_size": 16, "widths": [4, 8], "histogram_bins": 4, "hidden": 8},
     "nilut": {"width": 8, "depth": 2, "num_styles": 2, "style_names": ["warm", "cool"], "grid_size": 9},
     "nafnet": {"width": 4, "enc_blocks": [0], "middle_blocks": 1, "dec_blocks": [0]},
+    "diffir": {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1], "heads": [1, 2], "prior_dim": 16,
+               "cpen_width": 4, "cpen_blocks": 1, "prior_size": 32, "denoiser_blocks": 1},
+    "localtone": {"hidden": 8, "depth": 1, "context_size": 32},
 }
 
 

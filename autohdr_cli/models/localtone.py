@@ -160,14 +160,20 @@ class LocalTone(nn.Module):
         # exported graph is a photo.
         return edited if self.training else edited.clamp(0.0, 1.0)
 
+    def edit_whole(self, images: torch.Tensor) -> torch.Tensor:
+        """The MLP on every pixel of whole photos ``B x 3 x H x W`` at once, the maps enlarged to the photo
+        by :func:`window_of` (whose size is the photo's by construction, so a traced graph keeps a free
+        size: what ``autohdr export`` traces). :meth:`edit_pixels` gives the same in bands."""
+        height, width = images.shape[-2:]
+        return self.enhance_with(images, window_of(self.context(images), height, width, 0, 0, height, width))
+
     def edit_pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """The MLP on every pixel of whole photos ``B x 3 x H x W``, in bands of rows (the same function as
-        :meth:`enhance_with` on the whole photo; without gradients, the MLP runs on a few thousand
-        pixels at a time as plain matrix products)."""
+        """The MLP on every pixel of whole photos ``B x 3 x H x W``: :meth:`edit_whole` with gradients;
+        without them in bands of rows, the MLP on a few thousand pixels at a time as plain matrix products."""
+        if torch.is_grad_enabled():
+            return self.edit_whole(images)
         context = self.context(images)
         height, width = images.shape[-2:]
-        if torch.is_grad_enabled():
-            return self.enhance_with(images, context)
         band = max(1, BAND_PIXELS // width)
         output = torch.empty_like(images)
         for top in range(0, height, band):
