@@ -69,7 +69,7 @@ def _usage_error(message: str) -> typer.Exit:
 
 
 def _base_option(raw: str | None) -> str | Path | None:
-    """``--base`` as training takes it: the keywords ``auto`` and ``none`` as they are, else a file
+    """``--base`` (and ``--teacher``) as training takes it: the keywords ``auto`` and ``none`` as they are, else a file
     (``./auto`` is a file of that name)."""
     return raw if raw in (None, "auto", "none") else Path(raw)
 
@@ -454,6 +454,13 @@ def train(
                      "first on a quarter of the budget (kept as NAME.base.safetensors); 'none' for no base. "
                      "Default: the base of the --resume or --init checkpoint, if it has one."),
     ] = None,
+    teacher: Annotated[
+        Optional[str],
+        typer.Option(help="lut: a trained model's checkpoint (a localtone of the same look) that labels 192 random "
+                     "exposure, white-balance, contrast and saturation variations of the training photos, half of "
+                     "each batch beside the real pairs. 'auto' trains a localtone first on half of the budget (kept "
+                     "as NAME.teacher.safetensors); 'none' (the default) trains on the real pairs alone."),
+    ] = None,
     schedule: Annotated[
         Optional[str],
         typer.Option(help="Learning-rate shape after warm-up: cosine (decay over the whole run) or wsd (peak held, "
@@ -513,7 +520,8 @@ def train(
         crops=crops, log=log, progress=not quiet and sys.stderr.isatty(), stage=stage, clip_grad=clip_grad,
         perceptual=perceptual,
         overwrite=overwrite,
-        ema=0.0 if no_ema else ema, schedule=schedule, base=_base_option(base), stream=stream, cache_dir=cache, workers=workers, precision=precision,
+        ema=0.0 if no_ema else ema, schedule=schedule, base=_base_option(base),
+        teacher=_base_option(teacher), stream=stream, cache_dir=cache, workers=workers, precision=precision,
     )
     oneshot = _oneshot_options(options) if model == "oneshot" or is_file_pair(pairs) else None
     try:

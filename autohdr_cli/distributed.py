@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +41,21 @@ def start_distributed(device: torch.device) -> Distributed:
         backend = os.environ.get("AUTOHDR_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
         dist.init_process_group(backend)
     return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[Distributed]:
+    """:func:`start_distributed` for the length of a ``with`` block, leaving the group at its end if the
+    block joined it. A run of two trainings (``--base auto``, ``--teacher auto``) holds the group across
+    both: joining again after leaving one could hang."""
+    import torch.distributed as dist
+
+    joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    try:
+        yield start_distributed(device)
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:

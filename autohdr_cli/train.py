@@ -28,7 +28,15 @@ import torch
 from torch import nn
 
 from . import metrics
-from .cascade import NONE as BASE_NONE, train_on_auto_base, wants_auto_base
+from .cascade import (
+    NONE as BASE_NONE,
+    TEACHER_MIX,
+    teacher_variation_count,
+    train_on_auto_base,
+    train_with_auto_teacher,
+    wants_auto_base,
+    wants_auto_teacher,
+)
 from .checkpoint import (
     DEFAULT_WEIGHTS_DIR,
     CheckpointError,
@@ -43,7 +51,7 @@ from .imageio import atomic_write_bytes
 from .lpips import MIN_SIDE as LPIPS_MIN_SIDE, LPIPSReference
 from .models import MODELS, build, can_be_base, make_config, name_of, resolve_preset
 from .models.ip2p import ModelUnavailable
-from .distributed import pick_device, shared_elapsed, start_distributed
+from .distributed import pick_device, process_group, shared_elapsed
 from .schedule import SCHEDULES, StepClock, forward_seed, learning_rate
 from .pairs import PairsError, read_stem_list
 from .train_options import (  # the names scripts and tests import from here stay importable
@@ -68,6 +76,7 @@ from .train_options import (  # the names scripts and tests import from here sta
 )
 from .train_data import (
     IN_MEMORY_BYTES,
+    MixedData,
     NativeCrops,
     PairData,
     SourceEdit,
@@ -80,6 +89,7 @@ from .train_data import (
     split_folders,
     step_batches,
     stream_split,
+    teacher_variations,
 )
 
 
@@ -204,6 +214,9 @@ def _recipe(options: TrainOptions) -> dict:
     pairs it names (sorted stems), so a moved list file still matches and an edited one does not."""
     recipe = {name: getattr(options, name) for name in RECIPE_FIELDS}
     recipe["base"] = options.base_edit.key if options.base_edit is not None else None
+    recipe["teacher"] = options.teacher_edit.key if options.teacher_edit is not None else None
+    if options.teacher_edit is not None:  # where a resumed run finds it again (not compared)
+        recipe["teacher_file"] = str(Path(options.teacher).resolve())
     try:
         recipe["val_list"] = sorted(read_stem_list(options.val_list)) if options.val_list is not None else None
     except PairsError as e:
@@ -277,9 +290,15 @@ def train(
     if wants_auto_base(options, model_name, own_data=data is not None):
         if data is not None:
             raise TrainError("--base applies to pairs folders; this run was given its own training data")
-        return train_on_auto_base(options, train, report)
+        with process_group(_device(options)):
+            return train_on_auto_base(options, train, report)
+    if wants_auto_teacher(options, model_name, own_data=data is not None):
+        with process_group(_device(options)):
+            return train_with_auto_teacher(options, train, report)
     if isinstance(options.base, str) and options.base == BASE_NONE:  # not even the model's default base
         options = dataclasses.replace(options, base=None)
+    if isinstance(options.teacher, str) and options.teacher == BASE_NONE:
+        options = dataclasses.replace(options, teacher=None)
     weight = options.perceptual
     if weight is None and "perceptual_weight" not in options.config and options.crop >= LPIPS_MIN_SIDE:
         weight = DEFAULT_PERCEPTUAL.get(model_name)
@@ -289,25 +308,26 @@ def train(
     options = _with_base(options)
     if options.base_edit is not None and data is not None:
         raise TrainError("--base applies to pairs folders; this run was given its own training data")
+    options = _with_teacher(options)
+    if options.teacher_edit is not None and data is not None:
+        raise TrainError("--teacher applies to pairs folders; this run was given its own training data")
     in_the_way = files_in_the_way(options)
     if in_the_way:
         raise TrainError(f"{in_the_way[0]}: already exists; give --overwrite to replace it (and the run's other "
                          f"files), --resume {options.output} to continue it, or another -o")
-    device = pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
-    place = start_distributed(device)
-    say = report or (lambda line: print(line, file=sys.stderr, flush=True))
-    if not place.main:
-        say = lambda line: None  # noqa: E731 - one process speaks for the job
-    try:
+    device = _device(options)
+    with process_group(device) as place:
+        say = report or (lambda line: print(line, file=sys.stderr, flush=True))
+        if not place.main:
+            say = lambda line: None  # noqa: E731 - one process speaks for the job
         if options.model == "diffir":
             return _train_diffir(options, data, validation, description, device, place, say)
         return _train(options, data, validation, description, device, place, say)
-    finally:
-        if place.world_size > 1:
-            import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+
+def _device(options: TrainOptions) -> torch.device:
+    """The device this process trains on (under torchrun, its own GPU)."""
+    return pick_device(options.device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _with_base(options: TrainOptions) -> TrainOptions:
@@ -327,6 +347,25 @@ def _with_base(options: TrainOptions) -> TrainOptions:
     if hasattr(cls, "predict_lut") or getattr(cls, "needs_base", False):
         raise TrainError(f"--base is for the local models (nafnet, diffir), not --model {options.model}")
     return dataclasses.replace(options, base_edit=SourceEdit(base.eval(), model_digest(base), label))
+
+
+def _with_teacher(options: TrainOptions) -> TrainOptions:
+    """Load ``--teacher``, or (resuming with none given) the teacher the resumed run was taught by."""
+    teacher = options.teacher
+    if teacher is None and options.resume is not None and options.model == "lut":
+        _load_model(options.resume)  # a damaged checkpoint is refused before its state is read, as _train does
+        teacher = _read_state(options.resume)["recipe"].get("teacher_file")
+    if teacher is None:
+        return options
+    if options.model != "lut":
+        raise TrainError(f"--teacher is for --model lut (the model it was measured on), not --model {options.model}")
+    try:
+        model = _without_base(load_checkpoint(Path(teacher)).model)
+    except CheckpointError as e:
+        hint = "" if options.teacher is not None else " (the resumed run's teacher; --teacher FILE if it moved)"
+        raise TrainError(f"--teacher {e}{hint}") from None
+    return dataclasses.replace(options, teacher=Path(teacher),
+                               teacher_edit=SourceEdit(model.eval(), model_digest(model), Path(teacher).name))
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -613,6 +652,11 @@ def _check_resume(state: dict, options: TrainOptions, recipe: dict) -> None:
                 f"--val-list {options.val_list or '(none)'} holds out other pairs than the resumed run did "
                 f"({', '.join(stored) if stored else 'a random --val-split'}); resume with the same list"
             )
+        if name == "teacher_file":
+            continue
+        if name == "teacher" and stored != value and (stored is not None or value is not None):
+            raise TrainError(f"--teacher {options.teacher or '(none)'}: another teacher than the resumed run's "
+                             f"({state['recipe'].get('teacher_file') or 'none'}); resume without --teacher to keep its own")
         if name == "base" and stored is not None and stored != value:
             raise TrainError(f"--base {options.base}: another model than the base the resumed run was trained on; "
                              "resume without --base to keep its own")
@@ -647,6 +691,14 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
         data, validation = stream_split(split, options.train_size, cache, options.base_edit)
     else:
         data, validation = decode_split(split, options.train_size, options.base_edit)
+    if options.teacher_edit is not None:
+        count = teacher_variation_count(len(data), data.sources[0].numel())
+        say(f"and on {count} varied training photos labelled by the teacher {options.teacher_edit.label} "
+            f"({TEACHER_MIX:.0%} of each batch)")
+        taught = teacher_variations(data.sources, options.teacher_edit, count, options.seed)
+        if options.crops == "native":
+            data, taught = NativeCrops(data), NativeCrops(taught)
+        return MixedData([data, taught], [1.0 - TEACHER_MIX, TEACHER_MIX]), validation, description, split.look_names()
     if options.crops == "native":
         data = NativeCrops(data)
     return data, validation, description, split.look_names()
@@ -749,6 +801,8 @@ def _train(options, data, validation, description, device, place, say, start_fro
             record["init"] = Path(started_from).name
         if options.base_edit is not None:
             record["base"] = options.base_edit.label
+        if options.teacher_edit is not None:
+            record["teacher"] = options.teacher_edit.label
         if final:
             record["validation"] = final
         # Log, checkpoint, then state: after a crash anywhere here, --resume finds a consistent pair or
@@ -762,7 +816,8 @@ def _train(options, data, validation, description, device, place, say, start_fro
     timer = StepClock(options.time_limit, options.steps, float(state.get("seconds", 0.0)) if state else 0.0,
                       options.clock)
     # Streamed pairs are read and cropped ahead by worker processes; pairs in memory are cropped in the loop.
-    workers = options.workers if options.workers is not None else (2 if hasattr(data, "cache") else 0)
+    streamed = any(hasattr(part, "cache") for part in [data, *getattr(data, "parts", [])])
+    workers = options.workers if options.workers is not None else (2 if streamed else 0)
     batches = step_batches(StepBatches(data, options.batch, options.crop, options.seed, place.rank), start,
                            options.steps, workers, pin_memory=device.type == "cuda")
     progress = _Progress(options.progress and place.main, options.steps, start)

@@ -536,6 +536,11 @@ class MixedData:
         return sum(len(p) for p in self.parts)
 
     @property
+    def names(self) -> list[str]:
+        """The names of the first part's pairs: the real pairs, which the other parts are drawn beside."""
+        return list(getattr(self.parts[0], "names", []))
+
+    @property
     def whole_size(self) -> int:
         """The parts' ``whole_size`` (all set together)."""
         return min(getattr(part, "whole_size", 0) for part in self.parts)
@@ -554,6 +559,41 @@ class MixedData:
             if share:
                 pieces.append(part.sample(share, crop))
         return tuple(torch.cat(column) for column in zip(*pieces))
+
+
+#: How far the photometric variations a teacher labels stray from the training photos (drawn uniformly per
+#: photo): the spread of exposure, white balance, contrast and saturation between photographers' photos,
+#: narrower than the degradations a pretrained start learns to undo.
+VARIATION_RANGES = DegradationRanges(exposure_stops=1.0, white_balance_stops=0.3, contrast=(0.75, 1.25),
+                                     saturation=(0.7, 1.3))
+
+
+def teacher_variations(
+    sources: Sequence[torch.Tensor], teacher: SourceEdit, count: int, seed: int,
+    ranges: DegradationRanges = VARIATION_RANGES, look: int = 0,
+) -> PairData:
+    """``count`` photometric variations of the training photos, each labelled by a teacher's edit of it.
+
+    A model that recognises its few training photos (the lut's thumbnail predictor) learns from them
+    which edit each one gets, not how the edit follows from the photo; a teacher that cannot recognise
+    photos (the per-pixel localtone) turns every variation into a new pair, so the student also sees
+    photos that differ in exposure, white balance, contrast and saturation, each with the edit the look
+    gives it. The photos take turns (each varied ``count / len(sources)`` times, give or take one), the
+    parameters come from ``seed`` (a resumed run draws the same set), and the teacher edits each varied
+    photo whole, so its neighbourhoods and mean are the photo's. Drawn once: the set is a few hundred
+    pairs, and labelling them costs seconds, where labelling every step's crops anew would halve the
+    student's steps.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    parameters = random_degradations(count, ranges, generator)
+    varied, labels, names = [], [], []
+    for row in range(count):
+        index = row % len(sources)
+        photo = degrade(sources[index][None], parameters[row : row + 1])[0]
+        varied.append(photo)
+        labels.append(teacher(photo))
+        names.append(f"variation {row // len(sources) + 1} of photo {index + 1}")
+    return PairData(varied, labels, [look] * count, names)
 
 
 # ---------------------------------------------------------------------------------------------- split

@@ -103,6 +103,8 @@ class TrainOptions:
     schedule: str | None = None  # "cosine" or "wsd"; None = the model's DEFAULT_SCHEDULE
     base: Path | str | None = None  # a global model's checkpoint applied to each whole photo first; "auto", "none"
     base_edit: SourceEdit | None = field(default=None, repr=False)  # the base, loaded (train() sets it)
+    teacher: Path | str | None = None  # lut: a model labelling varied training photos; "auto", "none"
+    teacher_edit: SourceEdit | None = field(default=None, repr=False)  # the teacher, loaded (train() sets it)
     stream: bool | None = None  # pairs from the disk cache; None = when they would not fit IN_MEMORY_BYTES
     cache_dir: Path | None = None  # the disk cache; None = default_cache_dir()
     workers: int | None = None  # DataLoader worker processes; None = 2 when streaming, else 0

@@ -280,6 +280,23 @@ def test_torchrun_two_cpu_processes(pairs, tmp_path):
     assert finished.stderr.count("training on 4 pairs") == 1  # one process speaks for the job
 
 
+def test_torchrun_holds_one_process_group_through_a_run_of_two_trainings(pairs, tmp_path):
+    """``--teacher auto`` (as ``--base auto``) trains two models in one command: joining the process group
+    again after leaving it for the second one hung."""
+    output = tmp_path / "ddp.safetensors"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "autohdr_cli",
+        "train", str(pairs), "-o", str(output), "--steps", "3", "--device", "cpu", *TINY_ARGS, "--teacher", "auto",
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    for path in (output, tmp_path / "ddp.teacher.safetensors"):
+        assert load_checkpoint(path).training["world_size"] == 2
+    # One process speaks for the job through both runs (the lut's teacher, then the lut).
+    assert finished.stderr.count("training on 4 pairs") == 2
+    assert finished.stderr.count("--teacher auto: now lut") == 1
+
+
 def test_native_crops_are_aligned_and_bring_whole_photos_when_asked(tmp_path):
     from autohdr_cli.train_data import NativeCrops
 
