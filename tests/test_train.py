@@ -267,13 +267,29 @@ def test_nilut_learns_one_look_per_pairs_folder(tmp_path):
     assert len(checkpoint.training["val_pairs"]) == 2
 
 
+#: torch's gloo now and then aborts one rank as the process exits after a finished run (about 1 run in
+#: 15 here, on the code before session 19 too; a barrier before leaving the group, or not leaving it,
+#: did not stop it: DESIGN.md). Such a run is tried once more; any other failure fails the test.
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def run_torchrun(command: list[str], output: Path) -> subprocess.CompletedProcess:
+    """Run a torchrun training ``command`` writing ``output`` (and files named after it)."""
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if finished.returncode != 0 and GLOO_EXIT_ABORT in finished.stderr:
+        for written in output.parent.glob(f"{output.stem}*"):
+            written.unlink()
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return finished
+
+
 def test_torchrun_two_cpu_processes(pairs, tmp_path):
     output = tmp_path / "ddp.safetensors"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "autohdr_cli",
         "train", str(pairs), "-o", str(output), "--steps", "3", "--device", "cpu", *TINY_ARGS,
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finished = run_torchrun(command, output)
     assert finished.returncode == 0, finished.stderr[-2000:]
     checkpoint = load_checkpoint(output)
     assert checkpoint.training["world_size"] == 2 and checkpoint.training["steps"] == 3
@@ -288,7 +304,7 @@ def test_torchrun_holds_one_process_group_through_a_run_of_two_trainings(pairs, 
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "autohdr_cli",
         "train", str(pairs), "-o", str(output), "--steps", "3", "--device", "cpu", *TINY_ARGS, "--teacher", "auto",
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finished = run_torchrun(command, output)
     assert finished.returncode == 0, finished.stderr[-2000:]
     for path in (output, tmp_path / "ddp.teacher.safetensors"):
         assert load_checkpoint(path).training["world_size"] == 2
