@@ -5,7 +5,9 @@ or taught by it (``--teacher``: the lut learning from its labels of varied train
 A cascade of two ``train`` runs on the same pairs and validation split: the localtone (``BASE_MODEL``) gets
 ``BASE_SHARE`` of the time limit, the local model the rest, and the local model's file holds both (as with
 ``--base FILE``). The base's own checkpoint stays beside the output as ``NAME.base.safetensors`` (a look
-of its own, and what a rerun can pass as ``--base``).
+of its own, and what a rerun can pass as ``--base``). With ``--teacher auto`` the first run is the
+teacher (``TEACHER_SHARE`` of the time limit), kept as ``NAME.teacher.safetensors``; the lut's file
+names it in its record but does not hold it (enhancing never runs the teacher).
 """
 
 from __future__ import annotations
