@@ -654,7 +654,7 @@ def _check_resume(state: dict, options: TrainOptions, recipe: dict) -> None:
             )
         if name == "teacher_file":
             continue
-        if name == "teacher" and stored != value and (stored is not None or value is not None):
+        if name == "teacher" and stored != value:
             raise TrainError(f"--teacher {options.teacher or '(none)'}: another teacher than the resumed run's "
                              f"({state['recipe'].get('teacher_file') or 'none'}); resume without --teacher to keep its own")
         if name == "base" and stored is not None and stored != value:
