@@ -39,9 +39,10 @@ DEFAULT_BASE: dict[str, str] = {}
 
 #: The model a ``--teacher auto`` run trains first, its share of the time limit, and the share of each
 #: batch that is the teacher's labelled variations (the rest: the real pairs). Measured in
-#: autohdr_cli/weights/README.md ("The lut taught by a localtone").
+#: autohdr_cli/weights/README.md ("The lut taught by a localtone"): a quarter of the budget teaches as
+#: well as half (the labels take only how the teacher's edit changes), and leaves the lut more steps.
 TEACHER_MODEL = "localtone"
-TEACHER_SHARE = 0.5
+TEACHER_SHARE = 0.25
 TEACHER_MIX = 0.5
 
 #: Labelled variations a taught run draws: 8 of each photo, at most 192 in all, and no more than fit
@@ -51,9 +52,10 @@ TEACHER_MOST = 192
 TEACHER_MEMORY = 1 << 30
 
 #: Models whose real pairs are joined by a teacher's labelled variations unless ``--teacher`` says
-#: otherwise (the only model that takes a teacher is the lut). Empty: within one budget the teacher's
-#: minutes cost the lut what its labels bring (model card, "The lut taught by a localtone").
-DEFAULT_TEACHER: dict[str, str] = {}
+#: otherwise (the only model that takes a teacher is the lut). The lut since session 20: within its
+#: budget, by source, level or better on every hold-out and seed measured (model card, "The lut taught
+#: by a localtone").
+DEFAULT_TEACHER: dict[str, str] = {"lut": AUTO}
 
 
 def teacher_variation_count(photos: int, values_per_photo: int) -> int:
@@ -145,12 +147,14 @@ def _first_then(options: TrainOptions, second: TrainOptions, first_file: Path, f
         progress=options.progress, overwrite=options.overwrite, stream=options.stream,
         cache_dir=options.cache_dir, workers=options.workers, precision=options.precision, clock=options.clock,
     )
-    # Refuse before the first model's minutes are spent: the second run's files are checked now, not after.
-    for run in (first, second):
+    # Refuse before the first model's minutes are spent: the second run's files are checked now, not after,
+    # and first, so a rerun of the same command names its output (as a run without a cascade does).
+    for run in (second, first):
         in_the_way = files_in_the_way(run)
         if in_the_way:
+            resume = f"--resume {options.output} to continue it, " if run is second else ""
             raise TrainError(f"{in_the_way[0]}: already exists; give --overwrite to replace it (and the run's "
-                             "other files), or another -o")
+                             f"other files), {resume}or another -o")
     planned = f"{share:.0%} of the time limit" if options.time_limit is not None else "its own steps"
     say(f"{label}: training a {first_model} first ({planned}) -> {first_file}")
     result = train(first, report=report)

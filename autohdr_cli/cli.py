@@ -456,10 +456,11 @@ def train(
     ] = None,
     teacher: Annotated[
         Optional[str],
-        typer.Option(help="lut: a trained model's checkpoint (a localtone of the same look) that labels 192 random "
-                     "exposure, white-balance, contrast and saturation variations of the training photos, half of "
-                     "each batch beside the real pairs. 'auto' trains a localtone first on half of the budget (kept "
-                     "as NAME.teacher.safetensors); 'none' (the default) trains on the real pairs alone."),
+        typer.Option(help="lut: a trained model's checkpoint (a localtone of the same look) that says how the edit "
+                     "changes over 192 random exposure, white-balance, contrast and saturation variations of the "
+                     "training photos, half of each batch beside the real pairs. 'auto' (the lut's default) trains a "
+                     "localtone first on a quarter of the budget (kept as NAME.teacher.safetensors); 'none' trains "
+                     "on the real pairs alone."),
     ] = None,
     schedule: Annotated[
         Optional[str],

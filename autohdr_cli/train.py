@@ -290,21 +290,18 @@ def train(
     if wants_auto_base(options, model_name, own_data=data is not None):
         if data is not None:
             raise TrainError("--base applies to pairs folders; this run was given its own training data")
+        _check_before_a_cascade(options, model_name, config)
         with process_group(_device(options)):
             return train_on_auto_base(options, train, report)
     if wants_auto_teacher(options, model_name, own_data=data is not None):
+        _check_before_a_cascade(options, model_name, config)
         with process_group(_device(options)):
             return train_with_auto_teacher(options, train, report)
     if isinstance(options.base, str) and options.base == BASE_NONE:  # not even the model's default base
         options = dataclasses.replace(options, base=None)
     if isinstance(options.teacher, str) and options.teacher == BASE_NONE:
         options = dataclasses.replace(options, teacher=None)
-    weight = options.perceptual
-    if weight is None and "perceptual_weight" not in options.config and options.crop >= LPIPS_MIN_SIDE:
-        weight = DEFAULT_PERCEPTUAL.get(model_name)
-    config = _with_perceptual(model_name, config, weight)
-    lr = options.lr if options.lr is not None else getattr(MODELS.get(model_name), "default_lr", DEFAULT_LR)
-    options = _with_defaults(dataclasses.replace(options, model=model_name, config=config, lr=lr))
+    options = _resolved(options, model_name, config)
     options = _with_base(options)
     if options.base_edit is not None and data is not None:
         raise TrainError("--base applies to pairs folders; this run was given its own training data")
@@ -323,6 +320,26 @@ def train(
         if options.model == "diffir":
             return _train_diffir(options, data, validation, description, device, place, say)
         return _train(options, data, validation, description, device, place, say)
+
+
+def _resolved(options: TrainOptions, model_name: str, config: dict) -> TrainOptions:
+    """``options`` for ``model_name`` with ``config``, the perceptual weight, learning rate and the
+    settings left to the model filled in (TrainError for what cannot be)."""
+    weight = options.perceptual
+    if weight is None and "perceptual_weight" not in options.config and options.crop >= LPIPS_MIN_SIDE:
+        weight = DEFAULT_PERCEPTUAL.get(model_name)
+    config = _with_perceptual(model_name, config, weight)
+    lr = options.lr if options.lr is not None else getattr(MODELS.get(model_name), "default_lr", DEFAULT_LR)
+    return _with_defaults(dataclasses.replace(options, model=model_name, config=config, lr=lr))
+
+
+def _check_before_a_cascade(options: TrainOptions, model_name: str, config: dict) -> None:
+    """The checks of the run the user asked for, made before a cascade trains its localtone: a bad
+    option, ``--config`` or pairs folder is then that run's one-line error, not the localtone's, and no
+    minutes are spent first."""
+    resolved = _resolved(options, model_name, config)
+    _check_options(resolved)
+    split_folders(options.pairs, options.val_split, options.validation_seed, options.val_list).check()
 
 
 def _device(options: TrainOptions) -> torch.device:
@@ -695,7 +712,7 @@ def _pairs_data(options: TrainOptions, say: Callable[[str], None]) -> tuple[Pair
         count = teacher_variation_count(len(data), data.sources[0].numel())
         say(f"and on {count} varied training photos labelled by the teacher {options.teacher_edit.label} "
             f"({TEACHER_MIX:.0%} of each batch)")
-        taught = teacher_variations(data.sources, options.teacher_edit, count, options.seed)
+        taught = teacher_variations(data.sources, data.targets, options.teacher_edit, count, options.seed)
         if options.crops == "native":
             data, taught = NativeCrops(data), NativeCrops(taught)
         return MixedData([data, taught], [1.0 - TEACHER_MIX, TEACHER_MIX]), validation, description, split.look_names()

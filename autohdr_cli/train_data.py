@@ -569,29 +569,37 @@ VARIATION_RANGES = DegradationRanges(exposure_stops=1.0, white_balance_stops=0.3
 
 
 def teacher_variations(
-    sources: Sequence[torch.Tensor], teacher: SourceEdit, count: int, seed: int,
+    sources: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], teacher: SourceEdit, count: int, seed: int,
     ranges: DegradationRanges = VARIATION_RANGES, look: int = 0,
 ) -> PairData:
-    """``count`` photometric variations of the training photos, each labelled by a teacher's edit of it.
+    """``count`` photometric variations of the training photos, each labelled with how a teacher says
+    the edit changes.
 
     A model that recognises its few training photos (the lut's thumbnail predictor) learns from them
     which edit each one gets, not how the edit follows from the photo; a teacher that cannot recognise
     photos (the per-pixel localtone) turns every variation into a new pair, so the student also sees
     photos that differ in exposure, white balance, contrast and saturation, each with the edit the look
-    gives it. The photos take turns (each varied ``count / len(sources)`` times, give or take one), the
-    parameters come from ``seed`` (a resumed run draws the same set), and the teacher edits each varied
-    photo whole, so its neighbourhoods and mean are the photo's. Drawn once: the set is a few hundred
-    pairs, and labelling them costs seconds, where labelling every step's crops anew would halve the
-    student's steps.
+    gives it. The label of a variation ``v`` of pair ``(x, y)`` is ``y + T(v) - T(x)``: the photo's own
+    target moved by what the teacher ``T`` changes between the photo and its variation. Where the
+    teacher is wrong about the look by the same amount on both (its bias on that photo), the error
+    cancels, so the labels keep the real targets' look and take only the teacher's sense of how an
+    edit follows exposure, white balance, contrast and saturation. The photos take turns (each varied
+    ``count / len(sources)`` times, give or take one), the parameters come from ``seed`` (a resumed run
+    draws the same set), and the teacher edits each photo whole, so its neighbourhoods and mean are the
+    photo's. Drawn once: the set is a few hundred pairs, and labelling them costs seconds, where
+    labelling every step's crops anew would halve the student's steps.
     """
     generator = torch.Generator().manual_seed(seed)
     parameters = random_degradations(count, ranges, generator)
     varied, labels, names = [], [], []
+    own_edits: dict[int, torch.Tensor] = {}
     for row in range(count):
         index = row % len(sources)
         photo = degrade(sources[index][None], parameters[row : row + 1])[0]
+        if index not in own_edits:
+            own_edits[index] = teacher(sources[index])
         varied.append(photo)
-        labels.append(teacher(photo))
+        labels.append((targets[index] + teacher(photo) - own_edits[index]).clamp(0.0, 1.0))
         names.append(f"variation {row // len(sources) + 1} of photo {index + 1}")
     return PairData(varied, labels, [look] * count, names)
 

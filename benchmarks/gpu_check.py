@@ -401,7 +401,7 @@ def torchrun_smoke(check: Check, device: str) -> dict:
     out = check.work / f"torchrun-{device.replace(':', '')}.safetensors"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "autohdr_cli",
                "train", str(pairs), "-o", str(out), "--model", "lut", "--steps", "2" if check.quick else "20",
-               "--batch", "2", "--crop", "32", "--train-size", "64", "--val-split", "0.25", "--quiet",
+               "--batch", "2", "--crop", "32", "--train-size", "64", "--val-split", "0.25", "--quiet", "--teacher", "none",
                "--device", "cuda:0" if shared_gpu else ("cuda" if gpus else "cpu")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", **({"AUTOHDR_DIST_BACKEND": "gloo"} if shared_gpu else {})}

@@ -34,7 +34,10 @@ from autohdr_cli.train_data import (
 )
 
 TINY = {"lut_size": 5, "num_basis": 2, "thumbnail_size": 16, "widths": [4, 8], "hidden": 8, "histogram_bins": 4}
-TINY_ARGS = ["--config", json.dumps(TINY), "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet"]
+TINY_LUT_ARGS = ["--config", json.dumps(TINY), "--crop", "16", "--train-size", "32", "--batch", "2", "--quiet"]
+#: A tiny lut alone: the localtone teacher a lut trains first by default keeps its own (full) sizes, which
+#: tests of other behaviours do not need (tests/test_teacher.py covers the default).
+TINY_ARGS = [*TINY_LUT_ARGS, "--teacher", "none"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
