@@ -336,7 +336,8 @@ def _resolved(options: TrainOptions, model_name: str, config: dict) -> TrainOpti
 def _check_before_a_cascade(options: TrainOptions, model_name: str, config: dict) -> None:
     """The checks of the run the user asked for, made before a cascade trains its localtone: a bad
     option, ``--config`` or pairs folder is then that run's one-line error, not the localtone's, and no
-    minutes are spent first."""
+    minutes are spent first. The device first, as every command checks it."""
+    _device(options)
     resolved = _resolved(options, model_name, config)
     _check_options(resolved)
     split_folders(options.pairs, options.val_split, options.validation_seed, options.val_list).check()
