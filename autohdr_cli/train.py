@@ -290,12 +290,10 @@ def train(
     if wants_auto_base(options, model_name, own_data=data is not None):
         if data is not None:
             raise TrainError("--base applies to pairs folders; this run was given its own training data")
-        _check_before_a_cascade(options, model_name, config)
-        with process_group(_device(options)):
+        with process_group(_check_before_a_cascade(options, model_name, config)):
             return train_on_auto_base(options, train, report)
     if wants_auto_teacher(options, model_name, own_data=data is not None):
-        _check_before_a_cascade(options, model_name, config)
-        with process_group(_device(options)):
+        with process_group(_check_before_a_cascade(options, model_name, config)):
             return train_with_auto_teacher(options, train, report)
     if isinstance(options.base, str) and options.base == BASE_NONE:  # not even the model's default base
         options = dataclasses.replace(options, base=None)
@@ -333,14 +331,15 @@ def _resolved(options: TrainOptions, model_name: str, config: dict) -> TrainOpti
     return _with_defaults(dataclasses.replace(options, model=model_name, config=config, lr=lr))
 
 
-def _check_before_a_cascade(options: TrainOptions, model_name: str, config: dict) -> None:
+def _check_before_a_cascade(options: TrainOptions, model_name: str, config: dict) -> torch.device:
     """The checks of the run the user asked for, made before a cascade trains its localtone: a bad
     option, ``--config`` or pairs folder is then that run's one-line error, not the localtone's, and no
-    minutes are spent first. The device first, as every command checks it."""
-    _device(options)
+    minutes are spent first. The device first, as every command checks it; returns it."""
+    device = _device(options)
     resolved = _resolved(options, model_name, config)
     _check_options(resolved)
     split_folders(options.pairs, options.val_split, options.validation_seed, options.val_list).check()
+    return device
 
 
 def _device(options: TrainOptions) -> torch.device:

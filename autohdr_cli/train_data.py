@@ -591,16 +591,16 @@ def teacher_variations(
     """
     generator = torch.Generator().manual_seed(seed)
     parameters = random_degradations(count, ranges, generator)
-    varied, labels, names = [], [], []
-    own_edits: dict[int, torch.Tensor] = {}
-    for row in range(count):
-        index = row % len(sources)
-        photo = degrade(sources[index][None], parameters[row : row + 1])[0]
-        if index not in own_edits:
-            own_edits[index] = teacher(sources[index])
-        varied.append(photo)
-        labels.append((targets[index] + teacher(photo) - own_edits[index]).clamp(0.0, 1.0))
-        names.append(f"variation {row // len(sources) + 1} of photo {index + 1}")
+    varied: list[torch.Tensor] = [torch.empty(0)] * count
+    labels: list[torch.Tensor] = [torch.empty(0)] * count
+    # Photo by photo, so that only one photo's own edit T(x) is held at a time; rows keep their order.
+    for index in range(min(count, len(sources))):
+        own_edit = teacher(sources[index])
+        for row in range(index, count, len(sources)):
+            photo = degrade(sources[index][None], parameters[row : row + 1])[0]
+            varied[row] = photo
+            labels[row] = (targets[index] + teacher(photo) - own_edit).clamp(0.0, 1.0)
+    names = [f"variation {row // len(sources) + 1} of photo {row % len(sources) + 1}" for row in range(count)]
     return PairData(varied, labels, [look] * count, names)
 
 
